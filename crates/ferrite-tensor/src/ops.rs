@@ -1,0 +1,177 @@
+//! Dense f32 operations of a transformer forward pass. Where llama.cpp's arithmetic is observable in the
+//! output (RoPE angles built by repeated multiplication, GELU through an f16 table) we follow it, because
+//! Ferrite is tested token for token against llama.cpp.
+
+use std::sync::OnceLock;
+
+use half::f16;
+
+/// RMS normalisation of each `dim`-sized row of `x` in place: x ← x / sqrt(mean(x²) + eps) · w.
+/// The sum of squares is accumulated in f64, as ggml does.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let dim = w.len();
+    debug_assert_eq!(x.len() % dim, 0);
+    for row in x.chunks_exact_mut(dim) {
+        let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        for (v, &g) in row.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+/// Softmax of `x` in place, numerically stable.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): the original LLaMA layout (ggml's "normal" mode).
+    Interleaved,
+    /// Halves (x[i], x[i + d/2]): GPT-NeoX layout, used by Qwen2 and Gemma (ggml's "neox" mode).
+    Neox,
+}
+
+/// Rotary position embedding parameters of one attention layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Number of leading dimensions of each head that are rotated (usually the whole head).
+    pub n_dims: usize,
+    pub freq_base: f32,
+    /// Linear position scaling (1.0 = none).
+    pub freq_scale: f32,
+}
+
+impl Rope {
+    /// Rotate `x`, laid out as [n_heads, head_dim], for a token at position `pos`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        let half = self.n_dims / 2;
+        // Angles θ_i = pos · scale · base^(-2i/n_dims), built by repeated multiplication like ggml.
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_dims as f32);
+        let mut cs = [(0f32, 0f32); 512];
+        let mut theta = pos as f32;
+        for c in cs.iter_mut().take(half) {
+            let t = self.freq_scale * theta;
+            *c = (t.cos(), t.sin());
+            theta *= theta_scale;
+        }
+        for head in x.chunks_exact_mut(head_dim) {
+            for (i, &(cos, sin)) in cs.iter().take(half).enumerate() {
+                let (a, b) = match self.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// x ← silu(x) · g (the SwiGLU feed-forward gate).
+pub fn swiglu(x: &mut [f32], g: &[f32]) {
+    for (v, &u) in x.iter_mut().zip(g) {
+        *v = *v / (1.0 + (-*v).exp()) * u;
+    }
+}
+
+/// GELU, tanh approximation, exact in f32.
+pub fn gelu_exact(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+/// GELU as ggml's CPU backend computes it: the input rounded to f16, looked up in a table of f16 results
+/// (saturating outside ±10). The rounding is visible in logits, so we reproduce it.
+pub fn gelu(x: f32) -> f32 {
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let table = TABLE.get_or_init(|| (0..=u16::MAX).map(|i| f16::from_f32(gelu_exact(f16::from_bits(i).to_f32()))).collect());
+    table[f16::from_f32(x).to_bits() as usize].to_f32()
+}
+
+/// x ← gelu(x) · g (the GeGLU feed-forward gate).
+pub fn geglu(x: &mut [f32], g: &[f32]) {
+    for (v, &u) in x.iter_mut().zip(g) {
+        *v = gelu(*v) * u;
+    }
+}
+
+/// y ← y + x.
+pub fn add_assign(y: &mut [f32], x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+/// Add `bias` to each row of `x`.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_assign(row, bias);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_unit_rms() {
+        let mut x = vec![3.0, -4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        rms_norm(&mut x, &[1.0, 1.0, 2.0, 1.0], 0.0);
+        assert_eq!(&x[..2], &[1.2, -1.6]);
+        assert_eq!(&x[4..], &[1.0, 1.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = vec![1.0, 2.0, 3.0, 1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] > 0.999);
+    }
+
+    #[test]
+    fn rope_preserves_norm_and_rotates_by_position() {
+        for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
+            let rope = Rope { style, n_dims: 8, freq_base: 10000.0, freq_scale: 1.0 };
+            let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.5).collect();
+            let mut x = orig.clone();
+            rope.apply(&mut x, 8, 0);
+            assert_eq!(x, orig, "position 0 is the identity");
+            rope.apply(&mut x, 8, 7);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = x.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-5);
+            // The first pair rotates by exactly `pos` radians.
+            let (a, b) = if style == RopeStyle::Interleaved { (0, 1) } else { (0, 4) };
+            let expect = (orig[a] * 7f32.cos() - orig[b] * 7f32.sin(), orig[a] * 7f32.sin() + orig[b] * 7f32.cos());
+            assert!((x[a] - expect.0).abs() < 1e-6 && (x[b] - expect.1).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn gelu_table_is_close_to_exact() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.01;
+            let (t, e) = (gelu(x), gelu_exact(x));
+            assert!((t - e).abs() <= 2e-3 * e.abs().max(1e-2), "{x}: {t} vs {e}");
+        }
+        assert_eq!(gelu(-11.0), 0.0);
+        assert_eq!(gelu(12.0), 12.0);
+    }
+}
