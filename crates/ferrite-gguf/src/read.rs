@@ -153,14 +153,26 @@ impl GgufFile {
 
         let data_offset = align_up(r.pos as u64, alignment)
             .ok_or_else(|| GgufError::BadAlignment(alignment))?;
-        // Files without tensors (vocabulary-only files) may end before the padding.
-        let data_len = (bytes.len() as u64).saturating_sub(data_offset);
+        // Files without tensors (vocabulary-only files) may end before the padding; others may not.
+        let file_len = bytes.len() as u64;
+        if !raw.is_empty() && data_offset > file_len {
+            return Err(GgufError::Truncated {
+                what: "tensor data (alignment padding)".into(),
+                offset: r.pos as u64,
+                need: data_offset - r.pos as u64,
+                have: file_len - r.pos as u64,
+            });
+        }
+        let data_len = file_len.saturating_sub(data_offset);
 
         let mut tensors = Vec::with_capacity(raw.len());
         let mut tensor_index = HashMap::with_capacity(raw.len());
         for t in raw {
             let bad = |problem: String| GgufError::BadTensor { name: t.name.clone(), problem };
             let dtype = DType::from_id(t.ty).ok_or_else(|| bad(format!("unknown type id {}", t.ty)))?;
+            if t.dims.contains(&0) {
+                return Err(bad(format!("dimensions {:?} contain a zero", t.dims)));
+            }
             let mut n: u64 = 1;
             for &d in &t.dims {
                 n = n.checked_mul(d).ok_or_else(|| bad(format!("dimensions {:?} overflow", t.dims)))?;

@@ -167,7 +167,24 @@ fn tensor_validation() {
     b.extend_from_slice(&32u64.to_le_bytes());
     b.extend_from_slice(&4u32.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
+    b.resize(128, 0);
     assert!(err(b).contains("unknown type id 4"));
+}
+
+/// Found by the fuzzer: a zero-sized tensor in a file that ends before its data section used to pass
+/// validation with an offset past the end of the file.
+#[test]
+fn regression_fuzz_empty_tensor_past_end() {
+    let mut b = header(1, 0);
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.push(b't');
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes()); // a zero dimension
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    assert!(err(b.clone()).contains("truncated"), "{}", err(b.clone()));
+    b.resize(64, 0);
+    assert!(err(b).contains("contain a zero"));
 }
 
 #[test]
