@@ -1,0 +1,367 @@
+//! Weight × activation products: `y = x · Wᵀ` for a (possibly quantized) weight matrix.
+//!
+//! [`QMatrix`] is a weight matrix as GGUF stores a 2-D tensor: `rows` output features, each a row of
+//! `cols` input features in its own dtype (`ne0 = cols`, `ne1 = rows`), borrowed from shared storage
+//! (typically the memory-mapped model file).
+//!
+//! [`matmul`] does what ggml's `mul_mat` does on the CPU:
+//! 1. quantize each activation row once to the weight's [`vec_dot_type`];
+//! 2. split the weight rows across the current rayon pool, and within each task walk a small tile of
+//!    rows at a time, taking its dot product with every token before moving on — so each weight byte is
+//!    read from memory once per call, whatever the number of tokens (decode is memory-bound).
+//!
+//! Each output is one [`vec_dot`](crate::quant::vec_dot) call, so results do not depend on the number of
+//! threads or tokens.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::quant::{self, row_bytes, vec_dot_type};
+use crate::{DType, TensorError};
+
+/// Bytes that back a matrix: a memory map, a `Vec<u8>`, anything that can be shared across threads.
+pub type Storage = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A weight matrix `[rows, cols]` (row-major: `rows` output features × `cols` input features).
+#[derive(Clone)]
+pub struct QMatrix {
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    storage: Storage,
+    offset: usize,
+}
+
+impl QMatrix {
+    /// A matrix whose `rows · row_bytes` bytes start at `offset` in `storage`.
+    ///
+    /// Fails if `dtype` has no kernels, `cols` is not a whole number of blocks, or the data does not fit.
+    pub fn new(dtype: DType, rows: usize, cols: usize, storage: Storage, offset: usize) -> Result<Self, TensorError> {
+        if !dtype.is_supported() {
+            return Err(TensorError::Unsupported { op: "QMatrix", dtype });
+        }
+        let row_bytes = row_bytes(dtype, cols)?;
+        let need = rows.checked_mul(row_bytes).ok_or(TensorError::Overflow { what: "matrix" })?;
+        let len = (*storage).as_ref().len();
+        if offset.checked_add(need).is_none_or(|end| end > len) {
+            return Err(TensorError::OutOfBounds { need, offset, len });
+        }
+        Ok(QMatrix { dtype, rows, cols, row_bytes, storage, offset })
+    }
+
+    /// A matrix that owns its bytes (exactly `rows · row_bytes` of them).
+    pub fn from_vec(dtype: DType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, TensorError> {
+        let expected = row_bytes(dtype, cols)?.checked_mul(rows).ok_or(TensorError::Overflow { what: "matrix" })?;
+        if data.len() != expected {
+            return Err(TensorError::Length { what: "QMatrix data", unit: "bytes", expected, got: data.len() });
+        }
+        QMatrix::new(dtype, rows, cols, Arc::new(data), 0)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (elements per row).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// All rows, `rows · row_bytes` bytes.
+    pub fn data(&self) -> &[u8] {
+        // In bounds: checked in `new`, and the storage is immutable.
+        &(*self.storage).as_ref()[self.offset..self.offset + self.rows * self.row_bytes]
+    }
+
+    /// The bytes of row `r`.
+    ///
+    /// # Panics
+    /// If `r >= rows` (like slice indexing; [`dequantize_rows`] checks instead).
+    pub fn row(&self, r: usize) -> &[u8] {
+        assert!(r < self.rows, "row {r} out of range for {} rows", self.rows);
+        &self.data()[r * self.row_bytes..][..self.row_bytes]
+    }
+}
+
+impl fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("dtype", &self.dtype)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes row `row` of `w` into `dst` (`cols` floats): an embedding lookup.
+pub fn dequantize_rows(w: &QMatrix, row: usize, dst: &mut [f32]) -> Result<(), TensorError> {
+    if row >= w.rows {
+        return Err(TensorError::RowOutOfRange { row, rows: w.rows });
+    }
+    if dst.len() != w.cols {
+        return Err(TensorError::Length { what: "dequantize_rows destination", unit: "floats", expected: w.cols, got: dst.len() });
+    }
+    quant::dequantize_row(w.dtype, w.row(row), dst)
+}
+
+// Per-thread scratch, reused across calls. Taken out of the cell while in use, so a nested call (a
+// rayon task that itself calls `matmul`) simply allocates its own.
+thread_local! {
+    static ACT_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static OUT_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Weight bytes one tile of rows should span: small enough to stay in L2 while every token visits it.
+const TILE_BYTES: usize = 32 * 1024;
+/// Below this many weight bytes per task, splitting costs more than it saves.
+const MIN_TASK_BYTES: usize = 16 * 1024;
+/// Scratch larger than this is freed after the call rather than kept for the next one.
+const KEEP_SCRATCH_BYTES: usize = 64 << 20;
+
+fn keep<T>(cell: &'static std::thread::LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
+    if v.capacity() * size_of::<T>() <= KEEP_SCRATCH_BYTES {
+        cell.set(v);
+    }
+}
+
+/// `y = x · Wᵀ`: `x` is `[n, cols]` f32 row-major, `y` is `[n, rows]`;
+/// `y[t][r] = Σ_c W[r][c] · x[t][c]`, with `x` quantized to `vec_dot_type(W.dtype())` first.
+///
+/// Runs on the current rayon pool, for any `n` (including 1).
+pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), TensorError> {
+    let (rows, cols) = (w.rows, w.cols);
+    let x_len = n.checked_mul(cols).ok_or(TensorError::Overflow { what: "activations" })?;
+    let y_len = n.checked_mul(rows).ok_or(TensorError::Overflow { what: "outputs" })?;
+    if x.len() != x_len {
+        return Err(TensorError::Length { what: "matmul input", unit: "floats", expected: x_len, got: x.len() });
+    }
+    if y.len() != y_len {
+        return Err(TensorError::Length { what: "matmul output", unit: "floats", expected: y_len, got: y.len() });
+    }
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    if cols == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+
+    let kernels = quant::kernels();
+    let act = vec_dot_type(w.dtype);
+    let x_row_bytes = row_bytes(act, cols)?;
+
+    // 1. Quantize the activations: xq is [n, x_row_bytes].
+    let mut xq = ACT_SCRATCH.take();
+    xq.clear();
+    xq.resize(n * x_row_bytes, 0);
+    if n >= 4 {
+        xq.par_chunks_mut(x_row_bytes)
+            .zip(x.par_chunks(cols))
+            .for_each(|(q, xr)| quant::quantize_unchecked(kernels, act, xr, q));
+    } else {
+        for (q, xr) in xq.chunks_mut(x_row_bytes).zip(x.chunks(cols)) {
+            quant::quantize_unchecked(kernels, act, xr, q);
+        }
+    }
+
+    // 2. Rows in parallel. Each task owns a run of rows and fills their outputs for all n tokens.
+    let w_data = w.data();
+    let wrb = w.row_bytes;
+    let tile = (TILE_BYTES / wrb).clamp(1, 64);
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = rows.div_ceil(threads * 4).max(MIN_TASK_BYTES.div_ceil(wrb)).div_ceil(tile) * tile;
+    let dtype = w.dtype;
+
+    // Task body: outputs for rows `r0..` laid out [row, token] in `out`.
+    let work = |(task, out): (usize, &mut [f32])| {
+        let r0 = task * per_task;
+        let nr = out.len() / n;
+        for t0 in (0..nr).step_by(tile) {
+            let t1 = (t0 + tile).min(nr);
+            for (t, xt) in xq.chunks_exact(x_row_bytes).enumerate() {
+                for r in t0..t1 {
+                    let wr = &w_data[(r0 + r) * wrb..][..wrb];
+                    out[r * n + t] = quant::dot_unchecked(kernels, dtype, wr, xt, cols);
+                }
+            }
+        }
+    };
+
+    if n == 1 {
+        // [row, token] and [token, row] coincide.
+        y.par_chunks_mut(per_task).enumerate().for_each(work);
+    } else {
+        let mut yt = OUT_SCRATCH.take();
+        yt.clear();
+        yt.resize(rows * n, 0.0);
+        yt.par_chunks_mut(per_task * n).enumerate().for_each(work);
+        // Transpose [row, token] → [token, row].
+        y.par_chunks_mut(rows).enumerate().for_each(|(t, yrow)| {
+            for (r, v) in yrow.iter_mut().enumerate() {
+                *v = yt[r * n + t];
+            }
+        });
+        keep(&OUT_SCRATCH, yt);
+    }
+    keep(&ACT_SCRATCH, xq);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{dequantize_row, quantize_row};
+    use crate::testutil::*;
+
+    const TYPES: [DType; 13] = [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q2K,
+        DType::Q3K,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+    ];
+
+    fn random_matrix(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
+        let data: Vec<u8> = (0..rows).flat_map(|_| random_weight_row(dtype, cols, rng)).collect();
+        QMatrix::from_vec(dtype, rows, cols, data).unwrap()
+    }
+
+    /// The reference: dequantize W, quantize-then-dequantize x (the kernels see x only as its
+    /// activation format), and take every dot product in f64.
+    fn reference(w: &QMatrix, x: &[f32], n: usize) -> (Vec<f64>, Vec<f64>) {
+        let (rows, cols) = (w.rows(), w.cols());
+        let act = vec_dot_type(w.dtype());
+        let wf: Vec<Vec<f32>> = (0..rows).map(|r| dequant(w.dtype(), w.row(r), cols)).collect();
+        let mut want = vec![0.0; n * rows];
+        let mut scale = vec![0.0; n * rows];
+        for t in 0..n {
+            let mut q = vec![0u8; row_bytes(act, cols).unwrap()];
+            quantize_row(act, &x[t * cols..][..cols], &mut q).unwrap();
+            let mut xf = vec![0.0f32; cols];
+            dequantize_row(act, &q, &mut xf).unwrap();
+            for r in 0..rows {
+                want[t * rows + r] = dot64(&wf[r], &xf);
+                scale[t * rows + r] = abs_dot(&wf[r], &xf);
+            }
+        }
+        (want, scale)
+    }
+
+    fn check(dtype: DType, rows: usize, cols: usize, n: usize, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let w = random_matrix(dtype, rows, cols, &mut rng);
+        let x = rng.activations(n * cols);
+        let mut y = vec![f32::NAN; n * rows];
+        matmul(&w, &x, n, &mut y).unwrap();
+        let (want, scale) = reference(&w, &x, n);
+        for (i, ((&got, &want), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
+            // Same bound as the kernel tests, plus Q8_1's f16 `s` (2^-11 of the min terms, which are
+            // bounded by Σ|w·a| for these random rows).
+            let mut tol = reorder_tolerance(cols / dtype.block_size(), scale);
+            if vec_dot_type(dtype) == DType::Q8_1 {
+                tol += scale * (-11f64).exp2();
+            }
+            assert!(
+                (got as f64 - want).abs() <= tol,
+                "{dtype} {rows}x{cols} n={n}: y[{}][{}] = {got}, want {want} (tolerance {tol})",
+                i / rows,
+                i % rows
+            );
+        }
+    }
+
+    #[test]
+    fn matmul_one_token_matches_f64_reference() {
+        for dtype in TYPES {
+            check(dtype, 67, 512, 1, 10);
+        }
+    }
+
+    #[test]
+    fn matmul_seven_tokens_matches_f64_reference() {
+        for dtype in TYPES {
+            check(dtype, 45, 768, 7, 11);
+        }
+    }
+
+    /// Each output is one `vec_dot` whatever the split, so thread count and token count never change a
+    /// bit of the result.
+    #[test]
+    fn matmul_is_bitwise_independent_of_threads_and_batching() {
+        let mut rng = Rng::new(12);
+        for dtype in [DType::Q4_0, DType::Q4K, DType::Q6K, DType::F16] {
+            let (rows, cols, n) = (300, 1024, 5);
+            let w = random_matrix(dtype, rows, cols, &mut rng);
+            let x = rng.activations(n * cols);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut y = vec![0.0f32; n * rows];
+                pool.install(|| matmul(&w, &x, n, &mut y)).unwrap();
+                y
+            };
+            let one = run(1);
+            assert_eq!(one, run(3), "{dtype}: 1 vs 3 threads");
+            for t in 0..n {
+                let mut yt = vec![0.0f32; rows];
+                matmul(&w, &x[t * cols..][..cols], 1, &mut yt).unwrap();
+                assert_eq!(&one[t * rows..][..rows], &yt[..], "{dtype}: token {t} alone vs in a batch");
+            }
+        }
+    }
+
+    #[test]
+    fn matrix_construction_validates_shape_and_bounds() {
+        let storage: Storage = Arc::new(vec![0u8; 100]);
+        // 2 rows of 32 Q4_0 = 36 bytes, fits at offset 64 but not 65.
+        assert!(QMatrix::new(DType::Q4_0, 2, 32, storage.clone(), 64).is_ok());
+        assert!(matches!(QMatrix::new(DType::Q4_0, 2, 32, storage.clone(), 65), Err(TensorError::OutOfBounds { .. })));
+        assert!(matches!(QMatrix::new(DType::Q4_0, 2, 33, storage.clone(), 0), Err(TensorError::NotBlockMultiple { .. })));
+        assert!(matches!(QMatrix::new(DType::Q4_0, usize::MAX, 32, storage.clone(), 0), Err(TensorError::Overflow { .. })));
+        assert!(matches!(QMatrix::new(DType::Q4_0, 1, 32, storage.clone(), usize::MAX), Err(TensorError::OutOfBounds { .. })));
+        assert!(matches!(QMatrix::new(DType::IQ2XXS, 1, 256, storage, 0), Err(TensorError::Unsupported { .. })));
+        assert!(matches!(QMatrix::from_vec(DType::Q8_0, 2, 32, vec![0; 67]), Err(TensorError::Length { .. })));
+
+        let w = QMatrix::new(DType::Q4_0, 2, 32, Arc::new((0..100u8).collect::<Vec<u8>>()), 10).unwrap();
+        assert_eq!((w.rows(), w.cols(), w.row_bytes(), w.data().len()), (2, 32, 18, 36));
+        assert_eq!(w.row(1)[0], 28);
+    }
+
+    #[test]
+    fn matmul_and_row_lookup_reject_bad_shapes() {
+        let mut rng = Rng::new(13);
+        let w = random_matrix(DType::Q8_0, 4, 64, &mut rng);
+        let mut y = vec![0.0; 8];
+        assert!(matches!(matmul(&w, &[0.0; 127], 2, &mut y), Err(TensorError::Length { .. })));
+        assert!(matches!(matmul(&w, &[0.0; 128], 2, &mut y[..7]), Err(TensorError::Length { .. })));
+        assert!(matmul(&w, &[], 0, &mut []).is_ok());
+
+        let mut row = vec![0.0; 64];
+        assert!(matches!(dequantize_rows(&w, 4, &mut row), Err(TensorError::RowOutOfRange { row: 4, rows: 4 })));
+        assert!(matches!(dequantize_rows(&w, 0, &mut row[..63]), Err(TensorError::Length { .. })));
+        dequantize_rows(&w, 3, &mut row).unwrap();
+        assert_eq!(row, dequant(DType::Q8_0, w.row(3), 64));
+    }
+}

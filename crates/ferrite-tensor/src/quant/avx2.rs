@@ -1,0 +1,700 @@
+//! AVX2 (+FMA, F16C) kernels: every dot product and the `Q8_0` / `Q8_K` activation quantizers.
+//!
+//! Each kernel has a twin of the same name in [`super::scalar`] and must agree with it: bit for bit for
+//! quantizers, and for dot products exactly in every integer sum, differing only in the order of float
+//! additions.
+//!
+//! The core trick (as in ggml): quantized values are multiplied as bytes with `vpmaddubsw`, which takes
+//! an *unsigned* byte times a *signed* byte and adds adjacent pairs into i16; `vpmaddwd` then multiplies
+//! those i16 by sub-block scales (or by 1) and adds pairs into i32. Unsigned weights (`Q4_1`, K-quant
+//! nibbles) go straight in; signed ones use `|w|` and `a·sign(w)`. No pair sum can saturate i16:
+//! the largest is 2·128·127 (`Q8_0` weights of −128 against activations, which never exceed ±127).
+//! Offsets such as Q6_K's −32 are applied once per sub-block through the activation sums (`bsums`),
+//! keeping the per-element work to shift, mask and `vpmaddubsw`.
+//!
+//! Safety: every `pub unsafe fn` here requires a CPU with AVX2, FMA and F16C (see
+//! [`super::avx2_available`]). Lengths are checked by the public dispatcher; kernels only
+//! `debug_assert` them.
+
+#![cfg(target_arch = "x86_64")]
+
+use core::arch::x86_64::*;
+
+use half::f16;
+
+use super::blocks::*;
+use crate::QK_K;
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers. Each is a `target_feature` fn so it inlines into the kernels (which have the same features).
+
+/// `y·a` in all 8 lanes, for an f32 `y` and an f16 `a` (broadcast before converting, which writes the
+/// whole register and so avoids the `vpinsrw` false dependency described at [`f16_pair`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scaled_x8(y: f32, a: f16) -> __m256 {
+    _mm256_mul_ps(_mm256_set1_ps(y), _mm256_cvtph_ps(_mm_set1_epi16(a.to_bits() as i16)))
+}
+
+/// Two f16 scales → f32, converted together from one zero-extended 32-bit move. (Converting a lone
+/// 16-bit value lets LLVM emit `vpinsrw` into an arbitrary register — often the loop's accumulator —
+/// which chains every block behind the previous block's FMA: 4-5× slower in the 32-element kernels.)
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_pair(a: f16, b: f16) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128((a.to_bits() as u32 | (b.to_bits() as u32) << 16) as i32))
+}
+
+/// `a·b` for two f16 scales (exact conversions, one rounding).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_product(a: f16, b: f16) -> f32 {
+    let both = f16_pair(a, b);
+    _mm_cvtss_f32(_mm_mul_ss(both, _mm_movehdup_ps(both)))
+}
+
+/// `(y·a, y·b)` for an f32 `y` and two f16 scales: a K-quant block's `d` and `dmin` times the
+/// activation scale.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scaled_pair(y: f32, a: f16, b: f16) -> (f32, f32) {
+    let v = _mm_mul_ps(_mm_set1_ps(y), f16_pair(a, b));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_u8x32(p: &[u8; 32]) -> __m256i {
+    // SAFETY: `p` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_i8x32(p: &[i8; 32]) -> __m256i {
+    // SAFETY: as in `load_u8x32`.
+    unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_u8x16(p: &[u8; 16]) -> __m128i {
+    // SAFETY: `p` is 16 readable bytes.
+    unsafe { _mm_loadu_si128(p.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_i8x16(p: &[i8; 16]) -> __m128i {
+    // SAFETY: `p` is 16 readable bytes.
+    unsafe { _mm_loadu_si128(p.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_f32x8(p: &[f32; 8]) -> __m256 {
+    // SAFETY: `p` is 8 readable floats.
+    unsafe { _mm256_loadu_ps(p.as_ptr()) }
+}
+
+/// The 16 `bsums` of a `Q8_K` block as i16 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_bsums(b: &BlockQ8K) -> __m256i {
+    // SAFETY: `bsums` is 32 readable bytes inside `*b` (a packed field, so read unaligned).
+    unsafe { _mm256_loadu_si256((&raw const b.bsums).cast()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hmax_ps(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Unsigned bytes × signed bytes, summed in groups of 4 into 8 × i32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}
+
+/// Signed bytes × signed bytes, summed in groups of 4 into 8 × i32: `|x| · (y·sign(x))`.
+/// `y` must not hold −128 (activations never do).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// 16 bytes of packed nibbles → 32 bytes in element order: low nibbles (elements 0..16) in the low
+/// 128-bit lane, high nibbles (16..32) in the high lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let t = load_u8x16(qs);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// 32 bits → 32 bytes, 0xFF where the bit is set (bit `i` → byte `i`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    // Byte i takes byte i/8 of `bits` (the shuffle works per 128-bit lane, and every lane holds
+    // `bits` four times, so the high lane's indices 2 and 3 see bytes 2 and 3)...
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+    );
+    // ...then every bit but bit i%8 is forced on, so the byte is all ones exactly when bit i was.
+    let forced = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(forced, _mm256_set1_epi64x(-1))
+}
+
+/// `vpshufb` masks that turn 8 i16 scales (the same 8 in both 128-bit lanes) into scale `2s` across the
+/// low lane and `2s+1` across the high lane: the scales of the two 16-element sub-blocks that one
+/// 32-byte vector of quants covers.
+static SCALE_PAIR: [[u8; 32]; 4] = {
+    let mut m = [[0u8; 32]; 4];
+    let mut s = 0;
+    while s < 4 {
+        let mut i = 0;
+        while i < 16 {
+            m[s][i] = (4 * s + i % 2) as u8;
+            m[s][16 + i] = (4 * s + 2 + i % 2) as u8;
+            i += 1;
+        }
+        s += 1;
+    }
+    m
+};
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scale_pair_masks() -> [__m256i; 4] {
+    [load_u8x32(&SCALE_PAIR[0]), load_u8x32(&SCALE_PAIR[1]), load_u8x32(&SCALE_PAIR[2]), load_u8x32(&SCALE_PAIR[3])]
+}
+
+/// 16 i16 sub-block scales → for each 128-element half, its 8 scales in both lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn halves(scales16: __m256i) -> [__m256i; 2] {
+    [_mm256_permute2x128_si256::<0x00>(scales16, scales16), _mm256_permute2x128_si256::<0x11>(scales16, scales16)]
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Activation quantizers.
+
+/// Rounds half away from zero, like C `roundf` / Rust `f32::round` (AVX has only ties-to-even):
+/// `t = trunc(v)`; `v − t` is exact, and adds ±1 when it is at least one half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn round_half_away(v: __m256) -> __m256 {
+    let sign = _mm256_set1_ps(-0.0);
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+    let step = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(v, sign));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    _mm256_add_ps(t, _mm256_and_ps(up, step))
+}
+
+/// 4 × 8 i32 (each within i8 range) → 32 i8 in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pack_i32_to_i8(i: [__m256i; 4]) -> __m256i {
+    // The packs work per 128-bit lane, leaving 4-byte groups in the order 0a 1a 2a 3a | 0b 1b 2b 3b
+    // (where `ka`/`kb` are the low/high halves of i[k]); the permute restores 0a 0b 1a 1b ...
+    let p01 = _mm256_packs_epi32(i[0], i[1]);
+    let p23 = _mm256_packs_epi32(i[2], i[3]);
+    let p = _mm256_packs_epi16(p01, p23);
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// Same arithmetic as [`super::scalar::quantize_q8_0`]; identical output.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C. `x.len() == 32 · y.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), y.len() * QK);
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, yb) in x.as_chunks::<QK>().0.iter().zip(y.iter_mut()) {
+        let c = xb.as_chunks::<8>().0;
+        let v = [load_f32x8(&c[0]), load_f32x8(&c[1]), load_f32x8(&c[2]), load_f32x8(&c[3])];
+        // New value first: `max_ps` returns its second operand when either is NaN, so NaNs are skipped
+        // exactly as `f32::max` skips them in the scalar twin.
+        let mut m = _mm256_andnot_ps(sign, v[0]);
+        for vk in &v[1..] {
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, *vk), m);
+        }
+        let amax = hmax_ps(m);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = f16::from_f32(d);
+        let mul = _mm256_set1_ps(id);
+        let mut q = [_mm256_setzero_si256(); 4];
+        for k in 0..4 {
+            q[k] = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[k], mul)));
+        }
+        // SAFETY: `qs` is 32 writable bytes.
+        unsafe { _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), pack_i32_to_i8(q)) };
+    }
+}
+
+/// Same arithmetic as [`super::scalar::quantize_q8_k`]; identical output.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C. `x.len() == 256 · y.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
+    debug_assert_eq!(x.len(), y.len() * QK_K);
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, yb) in x.as_chunks::<QK_K>().0.iter().zip(y.iter_mut()) {
+        let c = xb.as_chunks::<8>().0; // 32 vectors of 8
+        let mut m = _mm256_setzero_ps();
+        for ck in c {
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, load_f32x8(ck)), m);
+        }
+        let amax = hmax_ps(m);
+        // The scale follows the signed value of the first element of largest magnitude.
+        let amaxv = _mm256_set1_ps(amax);
+        let mut max = 0.0f32;
+        for ck in c {
+            let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, load_f32x8(ck)), amaxv));
+            if hit != 0 {
+                max = ck[hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        if amax == 0.0 || max == 0.0 {
+            *yb = bytemuck::Zeroable::zeroed();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        let mul = _mm256_set1_ps(iscale);
+        let cap = _mm256_set1_epi32(127);
+        let mut bsums = [0i16; QK_K / 16];
+        for (g, c4) in c.as_chunks::<4>().0.iter().enumerate() {
+            // 32 elements = two 16-element sums.
+            let mut q = [_mm256_setzero_si256(); 4];
+            for k in 0..4 {
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+                    mul,
+                    load_f32x8(&c4[k]),
+                ));
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(r), cap);
+            }
+            bsums[2 * g] = hsum_epi32(_mm256_add_epi32(q[0], q[1])) as i16;
+            bsums[2 * g + 1] = hsum_epi32(_mm256_add_epi32(q[2], q[3])) as i16;
+            // SAFETY: `qs[32g..32g+32]` is in bounds (g < 8) and writable.
+            unsafe { _mm256_storeu_si256(yb.qs.as_mut_ptr().add(32 * g).cast(), pack_i32_to_i8(q)) };
+        }
+        yb.bsums = bsums;
+        yb.d = 1.0 / iscale;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 32-element block formats × Q8_0 / Q8_1.
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(f16_product(bx.d, by.d));
+        let qx = _mm256_sub_epi8(nibbles(&bx.qs), _mm256_set1_epi8(8));
+        let p = dot_i8_i8(qx, load_i8x32(&by.qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        mins += f16_product(bx.m, by.s);
+        let d = _mm256_set1_ps(f16_product(bx.d, by.d));
+        let p = dot_u8_i8(nibbles(&bx.qs), load_i8x32(&by.qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + mins
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(f16_product(bx.d, by.d));
+        // q − 16 as a byte: a clear fifth bit means "subtract 16", i.e. set the top nibble (0xF0).
+        let clear = _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0xF0u8 as i8));
+        let qx = _mm256_or_si256(nibbles(&bx.qs), clear);
+        let p = dot_i8_i8(qx, load_i8x32(&by.qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        mins += f16_product(bx.m, by.s);
+        let d = _mm256_set1_ps(f16_product(bx.d, by.d));
+        let high = _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(nibbles(&bx.qs), high);
+        let p = dot_u8_i8(qx, load_i8x32(&by.qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + mins
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(f16_product(bx.d, by.d));
+        let p = dot_i8_i8(load_i8x32(&bx.qs), load_i8x32(&by.qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// K-quant super-blocks × Q8_K. Per super-block: an i32×8 integer sum, scaled once by `d`; mins go
+// through `bsums` into a second float accumulator.
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q2k_q8k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    let pair = scale_pair_masks();
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let (d, dmin) = scaled_pair(by.d, bx.d, bx.dmin);
+        let raw = load_u8x16(&bx.scales);
+        let scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+        let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+        let msum = _mm256_madd_epi16(mins16, load_bsums(by));
+        acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc_min);
+
+        let sc = halves(scales16);
+        let q2 = bx.qs.as_chunks::<32>().0;
+        let q8 = by.qs.as_chunks::<32>().0;
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let bits = load_u8x32(&q2[h]);
+            let parts = [
+                _mm256_and_si256(bits, m3),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(bits), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(bits), m3),
+            ];
+            for s in 0..4 {
+                let p = _mm256_maddubs_epi16(parts[s], load_i8x32(&q8[4 * h + s]));
+                let p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[h], pair[s]), p);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) - hsum_ps(acc_min)
+}
+
+/// Values are `q + 4·h − 4` with `q + 4·h` in 0..8 (unsigned, fit for `vpmaddubsw`); the −4 is applied
+/// per sub-block as `−4·scale·bsum`.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q3k_q8k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let m3 = _mm256_set1_epi8(3);
+    let m1 = _mm256_set1_epi8(1);
+    let pair = scale_pair_masks();
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = scaled_x8(by.d, bx.d);
+        let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&q3k_scales(&bx.scales)));
+        let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scales16, load_bsums(by)));
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+
+        let sc = halves(scales16);
+        let hbits = load_u8x32(&bx.hmask);
+        let q3 = bx.qs.as_chunks::<32>().0;
+        let q8 = by.qs.as_chunks::<32>().0;
+        for h in 0..2 {
+            let bits = load_u8x32(&q3[h]);
+            for s in 0..4 {
+                let low = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                let high = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128((4 * h + s) as i32)), m1);
+                let q = _mm256_or_si256(low, _mm256_slli_epi16::<2>(high));
+                let p = _mm256_maddubs_epi16(q, load_i8x32(&q8[4 * h + s]));
+                let p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[h], pair[s]), p);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// The 8 K-quant mins, each repeated for the two 16-element `bsums` of its 32-element sub-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn mins_x2(mn: [u8; 8]) -> __m256i {
+    let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4k_q8k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let (d, dmin) = scaled_pair(by.d, bx.d, bx.dmin);
+        let (sc, mn) = k4_scale_min(&bx.scales);
+        let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+        acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc_min);
+
+        let q4 = bx.qs.as_chunks::<32>().0;
+        let q8 = by.qs.as_chunks::<32>().0;
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let bits = load_u8x32(&q4[j]);
+            let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, m4), load_i8x32(&q8[2 * j]));
+            let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), load_i8x32(&q8[2 * j + 1]));
+            let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
+            let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) - hsum_ps(acc_min)
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m1 = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let (d, dmin) = scaled_pair(by.d, bx.d, bx.dmin);
+        let (sc, mn) = k4_scale_min(&bx.scales);
+        let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+        acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc_min);
+
+        let hbits = load_u8x32(&bx.qh);
+        let q5 = bx.qs.as_chunks::<32>().0;
+        let q8 = by.qs.as_chunks::<32>().0;
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let bits = load_u8x32(&q5[j]);
+            // Fifth bits of sub-blocks 2j and 2j+1, moved to bit 4 of each byte.
+            let h_lo = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32)), m1);
+            let h_hi = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1)), m1);
+            let q_lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h_lo));
+            let q_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), _mm256_slli_epi16::<4>(h_hi));
+            let lo = _mm256_maddubs_epi16(q_lo, load_i8x32(&q8[2 * j]));
+            let hi = _mm256_maddubs_epi16(q_hi, load_i8x32(&q8[2 * j + 1]));
+            let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
+            let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) - hsum_ps(acc_min)
+}
+
+/// Values are stored as `q + 32` in 0..64 (unsigned, fit for `vpmaddubsw`); the −32 is applied per
+/// sub-block as `−32·scale·bsum`.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let pair = scale_pair_masks();
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = scaled_x8(by.d, bx.d);
+        let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, load_bsums(by)));
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+
+        let sc = halves(scales16);
+        let ql = bx.ql.as_chunks::<32>().0;
+        let qh = bx.qh.as_chunks::<32>().0;
+        let q8 = by.qs.as_chunks::<32>().0;
+        for h in 0..2 {
+            let l0 = load_u8x32(&ql[2 * h]);
+            let l1 = load_u8x32(&ql[2 * h + 1]);
+            let hb = load_u8x32(&qh[h]);
+            // High bit pairs 0-1, 2-3, 4-5, 6-7 of `qh` become bits 4-5 of elements +0, +32, +64, +96.
+            let parts = [
+                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)))),
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), _mm256_and_si256(hb, _mm256_set1_epi8(0x30))),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xC0u8 as i8))),
+                ),
+            ];
+            for s in 0..4 {
+                let p = _mm256_maddubs_epi16(parts[s], load_i8x32(&q8[4 * h + s]));
+                let p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[h], pair[s]), p);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Plain float rows. `x` and `y` hold at least `n` elements as little-endian bytes, any alignment.
+
+/// 8 f32 from element `i` of `p`. Safety: `p` holds at least `4·(i+8)` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_f32s(p: &[u8], i: usize) -> __m256 {
+    debug_assert!(p.len() >= 4 * (i + 8));
+    unsafe { _mm256_loadu_ps(p.as_ptr().add(4 * i).cast()) }
+}
+
+/// 8 f16 from element `i` of `p`, widened. Safety: `p` holds at least `2·(i+8)` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_f16s(p: &[u8], i: usize) -> __m256 {
+    debug_assert!(p.len() >= 2 * (i + 8));
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.as_ptr().add(2 * i).cast())) }
+}
+
+/// 8 bf16 from element `i` of `p`, widened (bf16 is the top half of an f32). Safety: as [`load_f16s`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_bf16s(p: &[u8], i: usize) -> __m256 {
+    debug_assert!(p.len() >= 2 * (i + 8));
+    let h = unsafe { _mm_loadu_si128(p.as_ptr().add(2 * i).cast()) };
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C; `x.len() >= 4n`, `y.len() >= 4n`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_f32(x: &[u8], y: &[u8], n: usize) -> f32 {
+    debug_assert!(x.len() >= 4 * n && y.len() >= 4 * n);
+    // SAFETY (every `load`): it reads 8 elements from index i with i + 8 <= n, inside both slices.
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = unsafe { _mm256_fmadd_ps(load_f32s(x, i + 8 * k), load_f32s(y, i + 8 * k), *a) };
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = unsafe { _mm256_fmadd_ps(load_f32s(x, i), load_f32s(y, i), acc[0]) };
+        i += 8;
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    sum += super::scalar::vec_dot_f32(&x[4 * i..], &y[4 * i..], n - i);
+    sum
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C; `x.len() >= 2n`, `y.len() >= 2n`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_f16(x: &[u8], y: &[u8], n: usize) -> f32 {
+    debug_assert!(x.len() >= 2 * n && y.len() >= 2 * n);
+    // SAFETY (every `load`): it reads 8 elements from index i with i + 8 <= n, inside both slices.
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = unsafe { _mm256_fmadd_ps(load_f16s(x, i + 8 * k), load_f16s(y, i + 8 * k), *a) };
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = unsafe { _mm256_fmadd_ps(load_f16s(x, i), load_f16s(y, i), acc[0]) };
+        i += 8;
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    sum += super::scalar::vec_dot_f16(&x[2 * i..], &y[2 * i..], n - i);
+    sum
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C; `x.len() >= 2n`, `y.len() >= 2n`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_bf16(x: &[u8], y: &[u8], n: usize) -> f32 {
+    debug_assert!(x.len() >= 2 * n && y.len() >= 2 * n);
+    // SAFETY (every `load`): it reads 8 elements from index i with i + 8 <= n, inside both slices.
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = unsafe { _mm256_fmadd_ps(load_bf16s(x, i + 8 * k), load_bf16s(y, i + 8 * k), *a) };
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = unsafe { _mm256_fmadd_ps(load_bf16s(x, i), load_bf16s(y, i), acc[0]) };
+        i += 8;
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    sum += super::scalar::vec_dot_bf16(&x[2 * i..], &y[2 * i..], n - i);
+    sum
+}

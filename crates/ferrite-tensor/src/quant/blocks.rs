@@ -1,0 +1,218 @@
+//! Quantized block layouts, byte for byte as ggml stores them (`ggml-common.h`).
+//!
+//! A quantized row is a sequence of blocks; each block holds `block_size` elements as small integers plus
+//! one or two f16 scales. Two families:
+//!
+//! - 32-element blocks (`Q4_0` … `Q8_1`): one scale `d` (and for `_1` types a min `m`) per block;
+//!   element `i` is `d·q[i]` (`_0`) or `d·q[i] + m` (`_1`).
+//! - 256-element super-blocks (`Q2_K` … `Q8_K`): 8 or 16 sub-blocks, each with its own small integer
+//!   scale (and min) that the f16 super-block scales `d` / `dmin` multiply.
+//!
+//! Every struct is `#[repr(C, packed)]`: GGUF data guarantees no alignment for a row (and an activation
+//! buffer is a plain `Vec<u8>`), so making every block 1-aligned lets `bytemuck` view any byte slice of
+//! the right length as blocks. Fields are read by value (`b.d`), byte arrays by reference.
+//!
+//! Sizes are pinned to [`DType::type_size`] at compile time.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use crate::{DType, QK_K};
+
+/// Elements per block of the 32-element formats.
+pub const QK: usize = 32;
+
+/// `Q4_0`: 32 × 4-bit, `x = d·(q − 8)`. Byte `j` of `qs` holds element `j` (low nibble) and `j+16` (high).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    pub qs: [u8; QK / 2],
+}
+
+/// `Q4_1`: 32 × 4-bit, `x = d·q + m`. Nibbles as in [`BlockQ4_0`].
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qs: [u8; QK / 2],
+}
+
+/// `Q5_0`: 32 × 5-bit, `x = d·(q − 16)`. Low 4 bits as in [`BlockQ4_0`]; bit `i` of the little-endian
+/// `qh` is the fifth bit of element `i`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+
+/// `Q5_1`: 32 × 5-bit, `x = d·q + m`. Bits as in [`BlockQ5_0`].
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+
+/// `Q8_0`: 32 × int8, `x = d·q`. Also the activation format for `Q4_0`, `Q5_0` and `Q8_0` weights.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; QK],
+}
+
+/// `Q8_1`: `Q8_0` plus `s = d·Σq`, which lets a dot product with a `_1` weight apply the weight's min
+/// without touching the quants. Activation format for `Q4_1` and `Q5_1` weights.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    pub s: f16,
+    pub qs: [i8; QK],
+}
+
+/// `Q2_K`: 16 sub-blocks of 16 × 2-bit, `x = d·sc·q − dmin·m`. `scales[j]` holds sub-block `j`'s scale
+/// (low nibble) and min (high nibble). In each 128-element half, byte `l` of the half's 32 `qs` bytes
+/// holds elements `l`, `l+32`, `l+64`, `l+96` in bit pairs 0-1, 2-3, 4-5, 6-7.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ2K {
+    pub scales: [u8; QK_K / 16],
+    pub qs: [u8; QK_K / 4],
+    pub d: f16,
+    pub dmin: f16,
+}
+
+/// `Q3_K`: 16 sub-blocks of 16 × 3-bit, `x = d·(sc − 32)·(q − 4·!h)`. Low 2 bits laid out as in
+/// [`BlockQ2K`]; bit `k` of `hmask[l]` is the high bit of element `32k + l`, and a *clear* bit subtracts
+/// 4. The 16 six-bit scales are packed into 12 bytes (see [`q3k_scales`]).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ3K {
+    pub hmask: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 4],
+    pub scales: [u8; 12],
+    pub d: f16,
+}
+
+/// `Q4_K`: 8 sub-blocks of 32 × 4-bit, `x = d·sc·q − dmin·m`. Six-bit scales and mins packed in 12
+/// bytes (see [`k4_scale_min`]). Each 64-element chunk `j` uses `qs[32j..32j+32]`: low nibbles are
+/// elements `64j + l`, high nibbles `64j + 32 + l`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qs: [u8; QK_K / 2],
+}
+
+/// `Q5_K`: [`BlockQ4K`] plus a fifth bit: bit `k` of `qh[l]` belongs to element `32k + l`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qh: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 2],
+}
+
+/// `Q6_K`: 16 sub-blocks of 16 × 6-bit, `x = d·sc·(q − 32)` with signed 8-bit `sc`. In each 128-element
+/// half `h`, with `ql = ql[64h..]` and `qh = qh[32h..]`, element `l` (`l < 32`) is
+/// `ql[l] & 15 | (qh[l] & 3) << 4`, `l+32` is `ql[l+32] & 15 | (qh[l] >> 2 & 3) << 4`, `l+64` is
+/// `ql[l] >> 4 | (qh[l] >> 4 & 3) << 4` and `l+96` is `ql[l+32] >> 4 | (qh[l] >> 6) << 4`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ6K {
+    pub ql: [u8; QK_K / 2],
+    pub qh: [u8; QK_K / 4],
+    pub scales: [i8; QK_K / 16],
+    pub d: f16,
+}
+
+/// `Q8_K`: 256 × int8 with an f32 scale and the sums of each 16 quants, which K-quant dot products
+/// use to apply mins and offsets without touching the quants. Only ever an activation format.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    pub bsums: [i16; QK_K / 16],
+}
+
+const _: () = assert!(size_of::<BlockQ4_0>() == DType::Q4_0.type_size());
+const _: () = assert!(size_of::<BlockQ4_1>() == DType::Q4_1.type_size());
+const _: () = assert!(size_of::<BlockQ5_0>() == DType::Q5_0.type_size());
+const _: () = assert!(size_of::<BlockQ5_1>() == DType::Q5_1.type_size());
+const _: () = assert!(size_of::<BlockQ8_0>() == DType::Q8_0.type_size());
+const _: () = assert!(size_of::<BlockQ8_1>() == DType::Q8_1.type_size());
+const _: () = assert!(size_of::<BlockQ2K>() == DType::Q2K.type_size());
+const _: () = assert!(size_of::<BlockQ3K>() == DType::Q3K.type_size());
+const _: () = assert!(size_of::<BlockQ4K>() == DType::Q4K.type_size());
+const _: () = assert!(size_of::<BlockQ5K>() == DType::Q5K.type_size());
+const _: () = assert!(size_of::<BlockQ6K>() == DType::Q6K.type_size());
+const _: () = assert!(size_of::<BlockQ8K>() == DType::Q8K.type_size());
+const _: () = assert!(align_of::<BlockQ8K>() == 1);
+
+/// Views `bytes` as blocks, dropping a trailing partial block (callers check lengths first).
+/// Never fails: every block type is 1-aligned and `Pod`.
+#[inline]
+pub(crate) fn as_blocks<B: Pod>(bytes: &[u8]) -> &[B] {
+    let whole = bytes.len() / size_of::<B>() * size_of::<B>();
+    bytemuck::cast_slice(&bytes[..whole])
+}
+
+/// Mutable twin of [`as_blocks`].
+#[inline]
+pub(crate) fn as_blocks_mut<B: Pod>(bytes: &mut [u8]) -> &mut [B] {
+    let whole = bytes.len() / size_of::<B>() * size_of::<B>();
+    bytemuck::cast_slice_mut(&mut bytes[..whole])
+}
+
+/// The 16 signed sub-block scales of a [`BlockQ3K`], already offset by −32.
+///
+/// Scale `j` has its low 4 bits in `packed[j]` (low nibble, `j < 8`) or `packed[j-8]` (high nibble),
+/// and its high 2 bits in `packed[8 + j%4]` at bit `2·(j/4)`.
+#[inline]
+pub fn q3k_scales(packed: &[u8; 12]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (j, o) in out.iter_mut().enumerate() {
+        let low = if j < 8 { packed[j] & 0x0F } else { packed[j - 8] >> 4 };
+        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *o = (low | (high << 4)) as i8 - 32;
+    }
+    out
+}
+
+/// The 8 six-bit scales and 8 six-bit mins of a [`BlockQ4K`] / [`BlockQ5K`].
+///
+/// Sub-blocks 0-3 keep scale and min in the low 6 bits of bytes 0-3 and 4-7; sub-blocks 4-7 keep their
+/// low 4 bits in the nibbles of bytes 8-11 and their high 2 bits in the top bits of bytes 0-7.
+#[inline]
+pub fn k4_scale_min(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = packed[j] & 63;
+            mn[j] = packed[j + 4] & 63;
+        } else {
+            sc[j] = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
+            mn[j] = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
+        }
+    }
+    (sc, mn)
+}
+
+/// f16 → f32 for a block's scale fields (exact: every f16 value is an f32 value).
+#[inline(always)]
+pub(crate) fn f16_to_f32(h: f16) -> f32 {
+    h.to_f32()
+}

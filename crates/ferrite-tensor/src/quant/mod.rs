@@ -1,0 +1,313 @@
+//! Quantized formats and the kernels that compute with them.
+//!
+//! A weight row in a quantized format is multiplied with an activation row quantized to a *paired*
+//! format ([`vec_dot_type`]): `Q8_0` for `Q4_0`/`Q5_0`/`Q8_0`, `Q8_1` for `Q4_1`/`Q5_1`, `Q8_K` for the
+//! K-quants, and the weight's own type for `F32`/`F16`/`BF16`. Both are integers with per-block scales,
+//! so the inner loop is an integer dot product per block and one float multiply-add per block — the
+//! same scheme, and the same pairing, as ggml, so results track llama.cpp's.
+//!
+//! - [`blocks`]: the block layouts (`BlockQ4_0` … `BlockQ8K`).
+//! - [`dequantize_row`], [`quantize_row`], [`vec_dot`]: the public entry points, on byte slices.
+//! - [`scalar`]: reference kernels; [`avx2`]: SIMD kernels (x86-64). The kernel set is chosen once, at
+//!   run time, from the CPU's features ([`kernel_tier`]); `FERRITE_KERNELS=scalar` forces the scalar
+//!   set (`avx2` allows at most AVX2).
+//!
+//! ```
+//! use ferrite_tensor::DType;
+//! use ferrite_tensor::quant::{quantize_row, vec_dot, vec_dot_type};
+//!
+//! // A Q8_0 weight row of 32 elements, all 1.0, made by quantizing.
+//! let mut w = vec![0u8; DType::Q8_0.type_size()];
+//! quantize_row(DType::Q8_0, &[1.0; 32], &mut w).unwrap();
+//!
+//! // Activations go to the paired format, then the dot product runs on the integer blocks.
+//! let act = vec_dot_type(DType::Q8_0);
+//! let mut x = vec![0u8; act.type_size()];
+//! quantize_row(act, &[0.5; 32], &mut x).unwrap();
+//! let dot = vec_dot(DType::Q8_0, &w, &x, 32);
+//! assert!((dot - 16.0).abs() < 1e-2);
+//! ```
+
+use std::sync::OnceLock;
+
+use crate::{DType, TensorError};
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+pub mod blocks;
+mod dequant;
+pub mod scalar;
+
+#[cfg(test)]
+mod tests;
+
+use blocks::*;
+pub use blocks::{
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+};
+
+/// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
+///
+/// Types without kernels map to themselves; [`vec_dot`] rejects them.
+pub fn vec_dot_type(weight: DType) -> DType {
+    use DType::*;
+    match weight {
+        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2K | Q3K | Q4K | Q5K | Q6K => Q8K,
+        other => other,
+    }
+}
+
+/// Bytes of a row of `n` elements of `dtype`, or an error if `n` is not a whole number of blocks.
+pub fn row_bytes(dtype: DType, n: usize) -> Result<usize, TensorError> {
+    let block = dtype.block_size();
+    if !n.is_multiple_of(block) {
+        return Err(TensorError::NotBlockMultiple { dtype, n, block });
+    }
+    (n / block).checked_mul(dtype.type_size()).ok_or(TensorError::Overflow { what: "row" })
+}
+
+fn check_len(what: &'static str, unit: &'static str, expected: usize, got: usize) -> Result<(), TensorError> {
+    if expected == got { Ok(()) } else { Err(TensorError::Length { what, unit, expected, got }) }
+}
+
+/// Decodes one row of `dst.len()` elements of `dtype` from `src` (exactly that row's bytes).
+///
+/// Supports `F32`, `F16`, `BF16`, the ten weight formats `Q4_0` … `Q6_K`, and the activation formats
+/// `Q8_1` and `Q8_K`. Arithmetic matches ggml's reference dequantizers bit for bit.
+pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), TensorError> {
+    use DType::*;
+    let n = dst.len();
+    check_len("dequantize_row source", "bytes", row_bytes(dtype, n)?, src.len())?;
+    match dtype {
+        F32 => dequant::f32_row(src, dst),
+        F16 => dequant::f16_row(src, dst),
+        BF16 => dequant::bf16_row(src, dst),
+        Q4_0 => dequant::q4_0(as_blocks(src), dst),
+        Q4_1 => dequant::q4_1(as_blocks(src), dst),
+        Q5_0 => dequant::q5_0(as_blocks(src), dst),
+        Q5_1 => dequant::q5_1(as_blocks(src), dst),
+        Q8_0 => dequant::q8_0(as_blocks(src), dst),
+        Q8_1 => dequant::q8_1(as_blocks(src), dst),
+        Q2K => dequant::q2k(as_blocks(src), dst),
+        Q3K => dequant::q3k(as_blocks(src), dst),
+        Q4K => dequant::q4k(as_blocks(src), dst),
+        Q5K => dequant::q5k(as_blocks(src), dst),
+        Q6K => dequant::q6k(as_blocks(src), dst),
+        Q8K => dequant::q8k(as_blocks(src), dst),
+        _ => return Err(TensorError::Unsupported { op: "dequantize_row", dtype }),
+    }
+    Ok(())
+}
+
+/// Encodes `x` as one row of `dtype` into `dst` (exactly that row's bytes).
+///
+/// Supports the activation formats: `Q8_0`, `Q8_1`, `Q8_K`, `F16`, `BF16`, `F32`, with the arithmetic
+/// of ggml's reference quantizers (`quantize_row_*_ref`): `Q8_0`/`Q8_1` round half away from zero,
+/// `Q8_K` rounds half to even and scales by the signed maximum.
+pub fn quantize_row(dtype: DType, x: &[f32], dst: &mut [u8]) -> Result<(), TensorError> {
+    check_len("quantize_row destination", "bytes", row_bytes(dtype, x.len())?, dst.len())?;
+    match dtype {
+        DType::Q8_0 | DType::Q8_1 | DType::Q8K | DType::F16 | DType::BF16 | DType::F32 => {}
+        _ => return Err(TensorError::Unsupported { op: "quantize_row", dtype }),
+    }
+    quantize_unchecked(kernels(), dtype, x, dst);
+    Ok(())
+}
+
+/// [`quantize_row`] after its checks: `dtype` is an activation format and `dst` has the row's size.
+pub(crate) fn quantize_unchecked(k: &Kernels, dtype: DType, x: &[f32], dst: &mut [u8]) {
+    // SAFETY: `k` only holds SIMD kernels the CPU supports (see `select`); lengths were checked.
+    unsafe {
+        match dtype {
+            DType::Q8_0 => (k.quantize_q8_0)(x, as_blocks_mut(dst)),
+            DType::Q8_1 => scalar::quantize_q8_1(x, as_blocks_mut(dst)),
+            DType::Q8K => (k.quantize_q8_k)(x, as_blocks_mut(dst)),
+            DType::F16 => scalar::quantize_f16(x, dst),
+            DType::BF16 => scalar::quantize_bf16(x, dst),
+            DType::F32 => scalar::quantize_f32(x, dst),
+            _ => debug_assert!(false, "quantize_unchecked: {dtype}"),
+        }
+    }
+}
+
+/// Dot product of one weight row (`n` elements of `weight`) with one activation row already quantized to
+/// [`vec_dot_type`]`(weight)`, with the best kernel this CPU has.
+///
+/// Returns NaN when the type has no kernel or a length does not match (so the mistake shows in every
+/// result downstream); [`try_vec_dot`] reports those as errors instead.
+pub fn vec_dot(weight: DType, w_row: &[u8], x_row: &[u8], n: usize) -> f32 {
+    try_vec_dot(weight, w_row, x_row, n).unwrap_or(f32::NAN)
+}
+
+/// [`vec_dot`], with bad input reported as an error.
+pub fn try_vec_dot(weight: DType, w_row: &[u8], x_row: &[u8], n: usize) -> Result<f32, TensorError> {
+    if !weight.is_supported() {
+        return Err(TensorError::Unsupported { op: "vec_dot", dtype: weight });
+    }
+    check_len("vec_dot weight row", "bytes", row_bytes(weight, n)?, w_row.len())?;
+    check_len("vec_dot activation row", "bytes", row_bytes(vec_dot_type(weight), n)?, x_row.len())?;
+    Ok(dot_unchecked(kernels(), weight, w_row, x_row, n))
+}
+
+/// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
+#[inline]
+pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
+    use DType::*;
+    // SAFETY: `k` only holds SIMD kernels the CPU supports (see `select`); lengths were checked, and
+    // `as_blocks` views whole blocks only.
+    unsafe {
+        match weight {
+            Q4_0 => (k.q4_0)(as_blocks(w), as_blocks(x)),
+            Q4_1 => (k.q4_1)(as_blocks(w), as_blocks(x)),
+            Q5_0 => (k.q5_0)(as_blocks(w), as_blocks(x)),
+            Q5_1 => (k.q5_1)(as_blocks(w), as_blocks(x)),
+            Q8_0 => (k.q8_0)(as_blocks(w), as_blocks(x)),
+            Q2K => (k.q2k)(as_blocks(w), as_blocks(x)),
+            Q3K => (k.q3k)(as_blocks(w), as_blocks(x)),
+            Q4K => (k.q4k)(as_blocks(w), as_blocks(x)),
+            Q5K => (k.q5k)(as_blocks(w), as_blocks(x)),
+            Q6K => (k.q6k)(as_blocks(w), as_blocks(x)),
+            F32 => (k.f32)(w, x, n),
+            F16 => (k.f16)(w, x, n),
+            BF16 => (k.bf16)(w, x, n),
+            _ => {
+                debug_assert!(false, "dot_unchecked: {weight}");
+                f32::NAN
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Run-time kernel selection.
+
+type Dot<W, A> = unsafe fn(&[W], &[A]) -> f32;
+type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
+type Quant<B> = unsafe fn(&[f32], &mut [B]);
+
+/// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
+/// called on a CPU with their features; a `Kernels` is only ever built for the CPU it runs on.
+pub(crate) struct Kernels {
+    tier: &'static str,
+    q4_0: Dot<BlockQ4_0, BlockQ8_0>,
+    q4_1: Dot<BlockQ4_1, BlockQ8_1>,
+    q5_0: Dot<BlockQ5_0, BlockQ8_0>,
+    q5_1: Dot<BlockQ5_1, BlockQ8_1>,
+    q8_0: Dot<BlockQ8_0, BlockQ8_0>,
+    q2k: Dot<BlockQ2K, BlockQ8K>,
+    q3k: Dot<BlockQ3K, BlockQ8K>,
+    q4k: Dot<BlockQ4K, BlockQ8K>,
+    q5k: Dot<BlockQ5K, BlockQ8K>,
+    q6k: Dot<BlockQ6K, BlockQ8K>,
+    f32: DotPlain,
+    f16: DotPlain,
+    bf16: DotPlain,
+    quantize_q8_0: Quant<BlockQ8_0>,
+    quantize_q8_k: Quant<BlockQ8K>,
+}
+
+static SCALAR: Kernels = Kernels {
+    tier: "scalar",
+    q4_0: scalar::vec_dot_q4_0_q8_0,
+    q4_1: scalar::vec_dot_q4_1_q8_1,
+    q5_0: scalar::vec_dot_q5_0_q8_0,
+    q5_1: scalar::vec_dot_q5_1_q8_1,
+    q8_0: scalar::vec_dot_q8_0_q8_0,
+    q2k: scalar::vec_dot_q2k_q8k,
+    q3k: scalar::vec_dot_q3k_q8k,
+    q4k: scalar::vec_dot_q4k_q8k,
+    q5k: scalar::vec_dot_q5k_q8k,
+    q6k: scalar::vec_dot_q6k_q8k,
+    f32: scalar::vec_dot_f32,
+    f16: scalar::vec_dot_f16,
+    bf16: scalar::vec_dot_bf16,
+    quantize_q8_0: scalar::quantize_q8_0,
+    quantize_q8_k: scalar::quantize_q8_k,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = Kernels {
+    tier: "avx2",
+    q4_0: avx2::vec_dot_q4_0_q8_0,
+    q4_1: avx2::vec_dot_q4_1_q8_1,
+    q5_0: avx2::vec_dot_q5_0_q8_0,
+    q5_1: avx2::vec_dot_q5_1_q8_1,
+    q8_0: avx2::vec_dot_q8_0_q8_0,
+    q2k: avx2::vec_dot_q2k_q8k,
+    q3k: avx2::vec_dot_q3k_q8k,
+    q4k: avx2::vec_dot_q4k_q8k,
+    q5k: avx2::vec_dot_q5k_q8k,
+    q6k: avx2::vec_dot_q6k_q8k,
+    f32: avx2::vec_dot_f32,
+    f16: avx2::vec_dot_f16,
+    bf16: avx2::vec_dot_bf16,
+    quantize_q8_0: avx2::quantize_q8_0,
+    quantize_q8_k: avx2::quantize_q8_k,
+};
+
+/// Kernel tiers, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Scalar,
+    Avx2,
+}
+
+/// Whether this CPU can run the [`avx2`] kernels (AVX2, FMA and F16C).
+pub fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The tier to use: the best the CPU has, capped by `FERRITE_KERNELS` (`scalar` or `avx2`; any other
+/// value leaves the choice to the CPU).
+fn select(cap: Option<&str>, cpu_best: Tier) -> Tier {
+    let cap = match cap.map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+        Some("scalar") => Tier::Scalar,
+        Some("avx2") => Tier::Avx2,
+        _ => Tier::Avx2,
+    };
+    cap.min(cpu_best)
+}
+
+pub(crate) fn kernels() -> &'static Kernels {
+    static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let cpu_best = if avx2_available() { Tier::Avx2 } else { Tier::Scalar };
+        let cap = std::env::var("FERRITE_KERNELS").ok();
+        match select(cap.as_deref(), cpu_best) {
+            Tier::Scalar => &SCALAR,
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => &AVX2,
+            #[cfg(not(target_arch = "x86_64"))]
+            Tier::Avx2 => &SCALAR,
+        }
+    })
+}
+
+/// The kernel set in use: `"scalar"` or `"avx2"`. Chosen on first use and fixed for the process.
+pub fn kernel_tier() -> &'static str {
+    kernels().tier
+}
+
+#[cfg(test)]
+mod select_tests {
+    use super::*;
+
+    #[test]
+    fn env_caps_but_never_raises_the_tier() {
+        assert_eq!(select(None, Tier::Avx2), Tier::Avx2);
+        assert_eq!(select(Some("scalar"), Tier::Avx2), Tier::Scalar);
+        assert_eq!(select(Some(" AVX2 "), Tier::Avx2), Tier::Avx2);
+        assert_eq!(select(Some("avx2"), Tier::Scalar), Tier::Scalar);
+        assert_eq!(select(Some("avx512"), Tier::Avx2), Tier::Avx2);
+        assert_eq!(select(None, Tier::Scalar), Tier::Scalar);
+    }
+}

@@ -1,0 +1,322 @@
+//! Plain-Rust reference kernels: every activation quantizer and every dot product, written for
+//! clarity. The SIMD modules must agree with these (exactly for quantizers; for dot products the
+//! integer parts are exact and only the order of float additions differs).
+//!
+//! A dot product takes one weight row and one activation row, both as blocks of the same count
+//! (`weight.len() == act.len()` for 32-element types, one `Q8_K` per K-quant super-block); the
+//! public dispatcher checks lengths.
+//!
+//! The shape of each quantized dot product: per block, an exact integer sum `Σ qw·qa`, then one float
+//! multiply by the two scales. Weight mins and offsets are folded in through the activation's
+//! precomputed sums (`Q8_1::s`, `Q8_K::bsums`) instead of per element.
+
+use bytemuck::Zeroable;
+use half::{bf16, f16};
+
+use super::blocks::*;
+use crate::QK_K;
+
+// ---------------------------------------------------------------------------------------------------
+// Activation quantizers (ggml's `quantize_row_*_ref`).
+
+/// `Q8_0`: `d = amax/127`, `q = round(x/d)` rounding half away from zero (C `roundf`).
+pub fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), y.len() * QK);
+    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = f16::from_f32(d);
+        let mut qs = [0i8; QK];
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+        }
+        yb.qs = qs;
+    }
+}
+
+/// `Q8_1`: as [`quantize_q8_0`], plus `s = d·Σq` (the sum taken in integers, then scaled in f32).
+pub fn quantize_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), y.len() * QK);
+    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; QK];
+        let mut sum = 0i32;
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        yb.d = f16::from_f32(d);
+        yb.s = f16::from_f32(sum as f32 * d);
+        yb.qs = qs;
+    }
+}
+
+/// `Q8_K`: the scale comes from the *signed* value of largest magnitude (the first one, on ties):
+/// `iscale = −127/max`, `q = min(127, round_half_even(iscale·x))`, `d = 1/iscale`; so `d` can be
+/// negative. `bsums[j]` is the sum of quants `16j..16j+16`. An all-zero block gets `d = 0`.
+pub fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
+    debug_assert_eq!(x.len(), y.len() * QK_K);
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *yb = BlockQ8K::zeroed();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        let mut qs = [0i8; QK_K];
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            // ggml's nearest_int: round half to even (valid for |v| < 2^22; here |v| <= 127).
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        let mut bsums = [0i16; QK_K / 16];
+        for (s, chunk) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+            *s = chunk.iter().map(|&q| q as i16).sum();
+        }
+        yb.d = 1.0 / iscale;
+        yb.qs = qs;
+        yb.bsums = bsums;
+    }
+}
+
+/// f32 → f16, rounding to nearest even (as F16C and ggml do).
+pub fn quantize_f16(x: &[f32], y: &mut [u8]) {
+    debug_assert_eq!(y.len(), x.len() * 2);
+    for (o, &v) in y.chunks_exact_mut(2).zip(x) {
+        o.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+    }
+}
+
+/// f32 → bf16 as ggml does it: round to nearest even, NaN forced quiet.
+pub fn quantize_bf16(x: &[f32], y: &mut [u8]) {
+    debug_assert_eq!(y.len(), x.len() * 2);
+    for (o, &v) in y.chunks_exact_mut(2).zip(x) {
+        o.copy_from_slice(&f32_to_bf16(v).to_le_bytes());
+    }
+}
+
+/// ggml's `ggml_compute_fp32_to_bf16`.
+#[inline]
+pub fn f32_to_bf16(v: f32) -> bf16 {
+    let u = v.to_bits();
+    let bits = if u & 0x7fff_ffff > 0x7f80_0000 {
+        (u >> 16) | 64
+    } else {
+        (u + (0x7fff + ((u >> 16) & 1))) >> 16
+    };
+    bf16::from_bits(bits as u16)
+}
+
+/// f32 → f32 (the activation format of f32 weights is f32 itself).
+pub fn quantize_f32(x: &[f32], y: &mut [u8]) {
+    debug_assert_eq!(y.len(), x.len() * 4);
+    for (o, &v) in y.chunks_exact_mut(4).zip(x) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dot products of 32-element blocks with Q8_0 / Q8_1 activations.
+
+/// The 32 nibbles of a `Q4` block in element order (low nibbles are elements 0..16).
+#[inline]
+fn nibbles(qs: &[u8; 16]) -> [u8; 32] {
+    let mut v = [0u8; 32];
+    for (j, &q) in qs.iter().enumerate() {
+        v[j] = q & 0x0F;
+        v[j + 16] = q >> 4;
+    }
+    v
+}
+
+/// The 32 five-bit values of a `Q5` block in element order.
+#[inline]
+fn five_bits(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
+    let qh = u32::from_le_bytes(qh);
+    let mut v = nibbles(qs);
+    for (i, x) in v.iter_mut().enumerate() {
+        *x |= (((qh >> i) & 1) as u8) << 4;
+    }
+    v
+}
+
+#[inline]
+fn idot<A: Copy + Into<i32>>(a: impl IntoIterator<Item = A>, q8: &[i8]) -> i32 {
+    a.into_iter().zip(q8).map(|(a, &b)| a.into() * b as i32).sum()
+}
+
+pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let isum = idot(nibbles(&bx.qs).map(|q| q as i32 - 8), &by.qs);
+        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d));
+    }
+    sum
+}
+
+/// `Σ (d_w·q_w + m_w)·d_a·q_a = d_w·d_a·Σ q_w·q_a + m_w·s_a`.
+pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let isum = idot(nibbles(&bx.qs), &by.qs);
+        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d)) + f16_to_f32(bx.m) * f16_to_f32(by.s);
+    }
+    sum
+}
+
+pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let isum = idot(five_bits(bx.qh, &bx.qs).map(|q| q as i32 - 16), &by.qs);
+        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d));
+    }
+    sum
+}
+
+pub fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let isum = idot(five_bits(bx.qh, &bx.qs), &by.qs);
+        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d)) + f16_to_f32(bx.m) * f16_to_f32(by.s);
+    }
+    sum
+}
+
+pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let isum = idot(bx.qs, &by.qs);
+        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d));
+    }
+    sum
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dot products of K-quant super-blocks with Q8_K activations.
+
+/// `Σ_sb (d·sc_sb·Σ q·a − dmin·m_sb·Σ a)`; `Σ a` per 16 elements is `bsums`.
+pub fn vec_dot_q2k_q8k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let bsums = by.bsums;
+        let mut isum = 0i32; // Σ sc·Σ q·a
+        let mut msum = 0i32; // Σ m·Σ a
+        for (sb, (&sc, &bs)) in bx.scales.iter().zip(&bsums).enumerate() {
+            let (h, s, u) = (sb / 8, (sb % 8) / 2, sb % 2);
+            let q = bx.qs[32 * h + 16 * u..][..16].iter().map(|&b| ((b >> (2 * s)) & 3) as i32);
+            isum += (sc & 0x0F) as i32 * idot(q, &by.qs[16 * sb..][..16]);
+            msum += (sc >> 4) as i32 * bs as i32;
+        }
+        let d = by.d * f16_to_f32(bx.d);
+        let dmin = by.d * f16_to_f32(bx.dmin);
+        sum += d * isum as f32 - dmin * msum as f32;
+    }
+    sum
+}
+
+pub fn vec_dot_q3k_q8k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let scales = q3k_scales(&bx.scales);
+        let mut isum = 0i32;
+        for (sb, &sc) in scales.iter().enumerate() {
+            let (h, s, u) = (sb / 8, (sb % 8) / 2, sb % 2);
+            let hbit = 4 * h + s;
+            let q = (16 * u..16 * u + 16).map(|l| {
+                let low = ((bx.qs[32 * h + l] >> (2 * s)) & 3) as i32;
+                if bx.hmask[l] >> hbit & 1 == 1 { low } else { low - 4 }
+            });
+            isum += sc as i32 * idot(q, &by.qs[16 * sb..][..16]);
+        }
+        sum += by.d * f16_to_f32(bx.d) * isum as f32;
+    }
+    sum
+}
+
+pub fn vec_dot_q4k_q8k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let (sc, mn) = k4_scale_min(&bx.scales);
+        let bsums = by.bsums;
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for j in 0..4 {
+            let q = &bx.qs[32 * j..][..32];
+            isum += sc[2 * j] as i32 * idot(q.iter().map(|&b| b & 0x0F), &by.qs[64 * j..][..32]);
+            isum += sc[2 * j + 1] as i32 * idot(q.iter().map(|&b| b >> 4), &by.qs[64 * j + 32..][..32]);
+        }
+        for (k, &bs) in bsums.iter().enumerate() {
+            msum += mn[k / 2] as i32 * bs as i32;
+        }
+        let d = by.d * f16_to_f32(bx.d);
+        let dmin = by.d * f16_to_f32(bx.dmin);
+        sum += d * isum as f32 - dmin * msum as f32;
+    }
+    sum
+}
+
+pub fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let (sc, mn) = k4_scale_min(&bx.scales);
+        let bsums = by.bsums;
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for j in 0..4 {
+            let q = &bx.qs[32 * j..][..32];
+            let lo = q.iter().zip(&bx.qh).map(|(&b, &h)| (b & 0x0F) | ((h >> (2 * j) & 1) << 4));
+            let hi = q.iter().zip(&bx.qh).map(|(&b, &h)| (b >> 4) | ((h >> (2 * j + 1) & 1) << 4));
+            isum += sc[2 * j] as i32 * idot(lo, &by.qs[64 * j..][..32]);
+            isum += sc[2 * j + 1] as i32 * idot(hi, &by.qs[64 * j + 32..][..32]);
+        }
+        for (k, &bs) in bsums.iter().enumerate() {
+            msum += mn[k / 2] as i32 * bs as i32;
+        }
+        let d = by.d * f16_to_f32(bx.d);
+        let dmin = by.d * f16_to_f32(bx.dmin);
+        sum += d * isum as f32 - dmin * msum as f32;
+    }
+    sum
+}
+
+pub fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let q = super::dequant::q6k_values(bx);
+        let mut isum = 0i32;
+        for (sb, &sc) in bx.scales.iter().enumerate() {
+            isum += sc as i32 * idot(q[16 * sb..][..16].iter().copied(), &by.qs[16 * sb..][..16]);
+        }
+        sum += by.d * f16_to_f32(bx.d) * isum as f32;
+    }
+    sum
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dot products of plain float rows (`n` elements, little-endian bytes, no alignment assumed).
+
+pub fn vec_dot_f32(x: &[u8], y: &[u8], n: usize) -> f32 {
+    let xs = x.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let ys = y.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    xs.zip(ys).take(n).fold(0.0f32, |s, (a, b)| s + a * b)
+}
+
+pub fn vec_dot_f16(x: &[u8], y: &[u8], n: usize) -> f32 {
+    let xs = x.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32());
+    let ys = y.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32());
+    xs.zip(ys).take(n).fold(0.0f32, |s, (a, b)| s + a * b)
+}
+
+pub fn vec_dot_bf16(x: &[u8], y: &[u8], n: usize) -> f32 {
+    let xs = x.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32());
+    let ys = y.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32());
+    xs.zip(ys).take(n).fold(0.0f32, |s, (a, b)| s + a * b)
+}

@@ -1,0 +1,300 @@
+//! Kernel tests: SIMD against scalar twins, scalar against dequantized f64, hand-checked quantizers,
+//! and the public functions' error paths. (Dequantization itself is checked against gguf-py in
+//! `tests/golden.rs`.)
+
+use super::*;
+use crate::testutil::*;
+
+const WEIGHT_TYPES: [DType; 13] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+];
+
+/// Row lengths to try: single blocks (where one wrong element stands out far above the tolerance), odd
+/// block counts, model-sized rows, and for plain types every tail length of the SIMD loops.
+fn lengths(dtype: DType) -> &'static [usize] {
+    match dtype.block_size() {
+        1 => &[1, 7, 8, 9, 31, 32, 33, 63, 100, 4096, 4096 + 13],
+        32 => &[32, 64, 96, 288, 4096, 11008],
+        _ => &[256, 512, 768, 4096, 11008],
+    }
+}
+
+/// `a` quantized (by the scalar reference) to the activation format of `weight`.
+fn act_row(weight: DType, a: &[f32]) -> Vec<u8> {
+    let act = vec_dot_type(weight);
+    let mut out = vec![0u8; row_bytes(act, a.len()).unwrap()];
+    quantize_unchecked(&SCALAR, act, a, &mut out);
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+fn skip_without_avx2(test: &str) -> bool {
+    if avx2_available() {
+        return false;
+    }
+    println!("{test}: skipped, this CPU lacks AVX2/FMA/F16C");
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_dot_matches_scalar_for_every_type() {
+    if skip_without_avx2("avx2_dot_matches_scalar_for_every_type") {
+        return;
+    }
+    let mut rng = Rng::new(1);
+    for dtype in WEIGHT_TYPES {
+        for &n in lengths(dtype) {
+            for _ in 0..3 {
+                let w = random_weight_row(dtype, n, &mut rng);
+                let x = act_row(dtype, &rng.activations(n));
+                let s = dot_unchecked(&SCALAR, dtype, &w, &x, n);
+                let v = dot_unchecked(&AVX2, dtype, &w, &x, n);
+                let abs = abs_dot(&dequant(dtype, &w, n), &dequant(vec_dot_type(dtype), &x, n));
+                let tol = reorder_tolerance(n / dtype.block_size(), abs);
+                assert!(
+                    ((s - v) as f64).abs() <= tol,
+                    "{dtype} n={n}: scalar {s} vs avx2 {v} (diff {}, tolerance {tol})",
+                    s - v
+                );
+            }
+        }
+    }
+}
+
+/// Catches a kernel whose scalar twin shares its mistake: the scalar dot must equal the f64 dot of the
+/// dequantized rows (dequantization is golden-tested against gguf-py).
+#[test]
+fn scalar_dot_matches_dequantized_f64_dot() {
+    let mut rng = Rng::new(2);
+    for dtype in WEIGHT_TYPES {
+        for &n in lengths(dtype) {
+            let w = random_weight_row(dtype, n, &mut rng);
+            let x = act_row(dtype, &rng.activations(n));
+            let (wf, xf) = (dequant(dtype, &w, n), dequant(vec_dot_type(dtype), &x, n));
+            let got = dot_unchecked(&SCALAR, dtype, &w, &x, n) as f64;
+            let mut tol = reorder_tolerance(n / dtype.block_size(), abs_dot(&wf, &xf));
+            if vec_dot_type(dtype) == DType::Q8_1 {
+                // The kernel uses Q8_1's `s = d·Σq`, stored as f16 (relative error up to 2^-11), for the
+                // weight's min: Σ|m·s|·2^-11 more.
+                tol += min_times_s(dtype, &w, &x) * (-11f64).exp2();
+            }
+            let want = dot64(&wf, &xf);
+            assert!((got - want).abs() <= tol, "{dtype} n={n}: kernel {got} vs dequantized {want} (tolerance {tol})");
+        }
+    }
+}
+
+/// `Σ_b |m_b · s_b|` for a `Q4_1`/`Q5_1` row against its `Q8_1` activations.
+fn min_times_s(dtype: DType, w: &[u8], x: &[u8]) -> f64 {
+    let mins: Vec<f32> = match dtype {
+        DType::Q4_1 => as_blocks::<BlockQ4_1>(w).iter().map(|b| b.m.to_f32()).collect(),
+        DType::Q5_1 => as_blocks::<BlockQ5_1>(w).iter().map(|b| b.m.to_f32()).collect(),
+        _ => unreachable!(),
+    };
+    let s = as_blocks::<BlockQ8_1>(x).iter().map(|b| b.s.to_f32());
+    mins.iter().zip(s).map(|(&m, s)| (m as f64 * s as f64).abs()).sum()
+}
+
+/// Rows that probe the quantizers' corner cases, each a multiple of 256 long.
+#[cfg(target_arch = "x86_64")]
+fn quantizer_inputs(rng: &mut Rng) -> Vec<Vec<f32>> {
+    let mut cases = vec![rng.activations(256), rng.activations(4096), vec![0.0; 512]];
+    // Exact halves with a scale of 1 (amax = 127): ties must round away from zero (Q8_0) / to even (Q8_K).
+    let mut ties: Vec<f32> = (0..256).map(|i| (i % 64) as f32 - 31.5).collect();
+    ties[0] = -127.0;
+    ties[40] = 127.0;
+    cases.push(ties);
+    // The largest magnitude appears with both signs: Q8_K must take the first one's sign.
+    let mut both = rng.activations(256);
+    both[3] = 5.0;
+    both[200] = -5.0;
+    cases.push(both);
+    // Tiny, huge and subnormal magnitudes; a zero 32-block inside a non-zero row.
+    cases.push((0..256).map(|i| (i as f32 - 128.0) * 1e-30).collect());
+    cases.push((0..256).map(|i| (i as f32 - 100.0) * 1e30).collect());
+    let mut mixed = rng.activations(256);
+    mixed[32..64].fill(0.0);
+    mixed[100] = f32::from_bits(1); // smallest subnormal
+    cases.push(mixed);
+    cases
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_quantizers_match_scalar_bit_for_bit() {
+    if skip_without_avx2("avx2_quantizers_match_scalar_bit_for_bit") {
+        return;
+    }
+    let mut rng = Rng::new(3);
+    for x in quantizer_inputs(&mut rng) {
+        for dtype in [DType::Q8_0, DType::Q8K] {
+            let mut s = vec![0u8; row_bytes(dtype, x.len()).unwrap()];
+            let mut v = s.clone();
+            quantize_unchecked(&SCALAR, dtype, &x, &mut s);
+            quantize_unchecked(&AVX2, dtype, &x, &mut v);
+            assert_eq!(s, v, "{dtype}: avx2 quantization differs from scalar for input starting {:?}", &x[..4]);
+        }
+    }
+}
+
+/// Every kernel set this CPU can run, so hand-checked cases cover the scalar twins too.
+fn tiers() -> Vec<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_available() {
+        return vec![&SCALAR, &AVX2];
+    }
+    vec![&SCALAR]
+}
+
+/// `x` quantized to `dtype` by each tier, all of which must agree; returns the common encoding.
+fn quantize_all_tiers(dtype: DType, x: &[f32]) -> Vec<u8> {
+    let mut first: Option<Vec<u8>> = None;
+    for k in tiers() {
+        let mut out = vec![0u8; row_bytes(dtype, x.len()).unwrap()];
+        quantize_unchecked(k, dtype, x, &mut out);
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_eq!(f, &out, "{dtype}: tier {} differs from scalar", k.tier),
+        }
+    }
+    first.unwrap_or_default()
+}
+
+#[test]
+fn q8_0_quantization_hand_checked() {
+    // amax = 127 gives d = 1 exactly, so the quants are the inputs rounded half away from zero.
+    let mut x = [0.0f32; 32];
+    x[..8].copy_from_slice(&[127.0, 2.5, -2.5, 0.5, -0.5, 1.4999, -126.5, 3.0]);
+    let out = quantize_all_tiers(DType::Q8_0, &x);
+    let b = as_blocks::<BlockQ8_0>(&out)[0];
+    assert_eq!(b.d.to_f32(), 1.0);
+    assert_eq!(&b.qs[..8], &[127, 3, -3, 1, -1, 1, -127, 3]);
+    assert!(b.qs[8..].iter().all(|&q| q == 0));
+
+    // An all-zero block: d = 0, quants 0.
+    assert_eq!(quantize_all_tiers(DType::Q8_0, &[0.0; 32]), vec![0u8; 34]);
+}
+
+#[test]
+fn q8_1_quantization_hand_checked() {
+    let mut x = [0.0f32; 32];
+    x[..4].copy_from_slice(&[-127.0, 2.5, 10.0, -0.5]);
+    let out = quantize_all_tiers(DType::Q8_1, &x);
+    let b = as_blocks::<BlockQ8_1>(&out)[0];
+    assert_eq!(b.d.to_f32(), 1.0);
+    assert_eq!(&b.qs[..4], &[-127, 3, 10, -1]);
+    assert_eq!(b.s.to_f32(), (-127 + 3 + 10 - 1) as f32);
+}
+
+#[test]
+fn q8_k_quantization_hand_checked() {
+    // The first value of largest magnitude is −127, so iscale = −127/−127 = 1 and d = 1: quants are the
+    // inputs rounded half to even, capped at 127 (the later +127 stays 127).
+    let mut x = [0.0f32; 256];
+    x[..8].copy_from_slice(&[-127.0, 2.5, 3.5, -2.5, 0.5, 1.5, 127.0, 126.6]);
+    x[16] = 7.0;
+    let out = quantize_all_tiers(DType::Q8K, &x);
+    let b = as_blocks::<BlockQ8K>(&out)[0];
+    let (d, qs, bsums) = (b.d, b.qs, b.bsums);
+    assert_eq!(d, 1.0);
+    assert_eq!(&qs[..8], &[-127, 2, 4, -2, 0, 2, 127, 127]);
+    assert_eq!(qs[16], 7);
+    assert_eq!(bsums[0], -127 + 2 + 4 - 2 + 2 + 127 + 127);
+    assert_eq!(bsums[1], 7);
+    assert!(bsums[2..].iter().all(|&s| s == 0));
+
+    // Positive maximum: the scale is negative (iscale = −1, d = −1) and every quant flips sign.
+    let y: Vec<f32> = x.iter().map(|v| -v).collect();
+    let out = quantize_all_tiers(DType::Q8K, &y);
+    let b = as_blocks::<BlockQ8K>(&out)[0];
+    let (d, qs) = (b.d, b.qs);
+    assert_eq!(d, -1.0);
+    assert_eq!(&qs[..8], &[-127, 2, 4, -2, 0, 2, 127, 127]);
+
+    // All zeros.
+    assert_eq!(quantize_all_tiers(DType::Q8K, &[0.0; 256]), vec![0u8; 292]);
+}
+
+#[test]
+fn bf16_and_f16_activations_round_to_nearest_even() {
+    // 1 + 2^-8 is exactly halfway between two bf16 values (1 and 1 + 2^-7): ties go to the even one, 1.
+    let x = [1.0 + (-8f32).exp2(), 1.0 + 3.0 * (-8f32).exp2(), f32::NAN, -0.0];
+    let mut out = [0u8; 8];
+    quantize_row(DType::BF16, &x, &mut out).unwrap();
+    let bits: Vec<u16> = out.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(bits[0], 0x3f80);
+    assert_eq!(bits[1], 0x3f82);
+    assert_eq!(bits[2] & 0x7fc0, 0x7fc0, "NaN stays a quiet NaN");
+    assert_eq!(bits[3], 0x8000);
+
+    let mut out = [0u8; 8];
+    quantize_row(DType::F16, &[1.0 + (-11f32).exp2(), 65504.0, 1e6, -2.0], &mut out).unwrap();
+    let bits: Vec<u16> = out.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(bits, [0x3c00, 0x7bff, 0x7c00, 0xc000]);
+}
+
+#[test]
+fn vec_dot_type_pairs_like_ggml() {
+    use DType::*;
+    for (w, a) in [
+        (Q4_0, Q8_0),
+        (Q5_0, Q8_0),
+        (Q8_0, Q8_0),
+        (Q4_1, Q8_1),
+        (Q5_1, Q8_1),
+        (Q2K, Q8K),
+        (Q3K, Q8K),
+        (Q4K, Q8K),
+        (Q5K, Q8K),
+        (Q6K, Q8K),
+        (F32, F32),
+        (F16, F16),
+        (BF16, BF16),
+    ] {
+        assert_eq!(vec_dot_type(w), a, "{w}");
+    }
+}
+
+#[test]
+fn public_functions_reject_bad_input() {
+    let w = vec![0u8; 18];
+    let x = vec![0u8; 34];
+    assert_eq!(try_vec_dot(DType::Q4_0, &w, &x, 32), Ok(0.0));
+    assert!(matches!(try_vec_dot(DType::Q4_0, &w, &x, 64), Err(TensorError::Length { .. })));
+    assert!(matches!(try_vec_dot(DType::Q4_0, &w, &x[..33], 32), Err(TensorError::Length { .. })));
+    assert!(matches!(try_vec_dot(DType::Q4_0, &w, &x, 33), Err(TensorError::NotBlockMultiple { .. })));
+    assert!(matches!(try_vec_dot(DType::IQ2XXS, &w, &x, 256), Err(TensorError::Unsupported { .. })));
+    assert!(vec_dot(DType::Q4_0, &w, &x, 64).is_nan());
+
+    let mut out = vec![0.0f32; 32];
+    assert!(matches!(dequantize_row(DType::Q4_0, &w[..17], &mut out), Err(TensorError::Length { .. })));
+    assert!(matches!(dequantize_row(DType::Q4K, &w, &mut out), Err(TensorError::NotBlockMultiple { .. })));
+    assert!(matches!(dequantize_row(DType::IQ4NL, &w, &mut out), Err(TensorError::Unsupported { .. })));
+
+    let mut q = vec![0u8; 18];
+    assert!(matches!(quantize_row(DType::Q4_0, &[0.0; 32], &mut q), Err(TensorError::Unsupported { .. })));
+    assert!(matches!(quantize_row(DType::Q8_0, &[0.0; 32], &mut q), Err(TensorError::Length { .. })));
+}
+
+#[test]
+fn kernel_tier_is_the_best_available_unless_capped() {
+    let tier = kernel_tier();
+    match std::env::var("FERRITE_KERNELS").ok().as_deref() {
+        Some("scalar") => assert_eq!(tier, "scalar"),
+        _ if avx2_available() => assert_eq!(tier, "avx2"),
+        _ => assert_eq!(tier, "scalar"),
+    }
+}
