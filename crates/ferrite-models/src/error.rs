@@ -1,0 +1,29 @@
+use ferrite_gguf::GgufError;
+use ferrite_tensor::DType;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3)")]
+    UnsupportedArch(String),
+    #[error("missing tensor {0:?}")]
+    MissingTensor(String),
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },
+    #[error("tensor {name:?} has type {dtype}, which Ferrite cannot compute with")]
+    UnsupportedType { name: String, dtype: DType },
+    #[error("tensor {name:?}: {source}")]
+    Tensor { name: String, source: ferrite_tensor::TensorError },
+    #[error("invalid hyperparameter {key}: {problem}")]
+    BadHparam { key: String, problem: String },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    #[error("context full: {have} cached + {adding} new tokens exceed the cache capacity of {capacity}")]
+    ContextFull { have: usize, adding: usize, capacity: usize },
+    #[error("kernel: {0}")]
+    Compute(ferrite_tensor::TensorError),
+    #[error("KV cache was made for another model shape")]
+    CacheMismatch,
+}

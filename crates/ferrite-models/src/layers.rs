@@ -1,0 +1,210 @@
+//! Building blocks shared by the architectures: loading named tensors, linear layers, the batch of
+//! sequences a forward pass runs over, and attention against each sequence's KV cache.
+
+use ferrite_gguf::GgufFile;
+use ferrite_tensor::matmul::{self, QMatrix};
+use ferrite_tensor::ops::{self, Rope};
+use ferrite_tensor::quant;
+use rayon::prelude::*;
+
+use crate::{KvCache, ModelConfig, ModelError};
+
+/// Finds tensors by their GGUF names and checks their shapes, so a missing or misshapen tensor fails
+/// with its exact name.
+pub(crate) struct Loader<'a> {
+    pub gguf: &'a GgufFile,
+}
+
+impl Loader<'_> {
+    pub fn has(&self, name: &str) -> bool {
+        self.gguf.tensor(name).is_some()
+    }
+
+    /// A weight matrix of `rows` (output features) × `cols` (input features): GGUF dims `[cols, rows]`.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, ModelError> {
+        let t = self.gguf.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+        let expected = vec![cols as u64, rows as u64];
+        if t.dims != expected {
+            return Err(ModelError::BadShape { name: name.into(), expected, found: t.dims.clone() });
+        }
+        if !t.dtype.is_supported() {
+            return Err(ModelError::UnsupportedType { name: name.into(), dtype: t.dtype });
+        }
+        QMatrix::new(t.dtype, rows, cols, self.gguf.storage(), t.offset as usize)
+            .map_err(|source| ModelError::Tensor { name: name.into(), source })
+    }
+
+    /// A 1-D tensor of `len` elements, converted to f32 (norm weights, biases).
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        let t = self.gguf.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+        if t.dims != [len as u64] {
+            return Err(ModelError::BadShape { name: name.into(), expected: vec![len as u64], found: t.dims.clone() });
+        }
+        let mut out = vec![0.0; len];
+        quant::dequantize_row(t.dtype, self.gguf.tensor_data(t), &mut out)
+            .map_err(|source| ModelError::Tensor { name: name.into(), source })?;
+        Ok(out)
+    }
+
+    /// `{prefix}.weight` and, if `bias`, `{prefix}.bias`.
+    pub fn linear(&self, prefix: &str, rows: usize, cols: usize, bias: bool) -> Result<Linear, ModelError> {
+        let w = self.matrix(&format!("{prefix}.weight"), rows, cols)?;
+        let b = if bias { Some(self.vector(&format!("{prefix}.bias"), rows)?) } else { None };
+        Ok(Linear { w, b })
+    }
+}
+
+/// y = W·x (+ b) for every row of a batch.
+pub(crate) struct Linear {
+    pub w: QMatrix,
+    pub b: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// x: (n, cols) → (n, rows).
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        let mut y = vec![0.0; n * self.w.rows()];
+        matmul::matmul(&self.w, x, n, &mut y).map_err(ModelError::Compute)?;
+        if let Some(b) = &self.b {
+            ops::add_bias(&mut y, b);
+        }
+        Ok(y)
+    }
+}
+
+/// Which logits a sequence of the batch wants back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (a prefill chunk that is not the last).
+    None,
+    /// Only for its last token (generation).
+    Last,
+    /// For every token (perplexity, scoring, verifying draft tokens).
+    All,
+}
+
+/// One sequence's part of a forward pass: its new tokens, its cache (positions continue from
+/// `cache.len()`), and which logits it wants.
+pub struct SeqBatch<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub logits: Logits,
+}
+
+/// The batch flattened into token rows: row i belongs to sequence `seq[i]` at position `pos[i]`.
+pub(crate) struct Step<'a, 'b> {
+    pub seqs: &'b mut [SeqBatch<'a>],
+    pub seq: Vec<usize>,
+    pub pos: Vec<usize>,
+}
+
+impl<'a, 'b> Step<'a, 'b> {
+    pub fn new(seqs: &'b mut [SeqBatch<'a>], config: &ModelConfig) -> Result<Self, ModelError> {
+        let (mut seq, mut pos) = (Vec::new(), Vec::new());
+        for (i, s) in seqs.iter().enumerate() {
+            if !s.cache.fits(config) {
+                return Err(ModelError::CacheMismatch);
+            }
+            let start = s.cache.len();
+            if start + s.tokens.len() > s.cache.capacity() {
+                return Err(ModelError::ContextFull { have: start, adding: s.tokens.len(), capacity: s.cache.capacity() });
+            }
+            if let Some(&id) = s.tokens.iter().find(|&&t| t as usize >= config.vocab_size) {
+                return Err(ModelError::BadToken { id, vocab: config.vocab_size });
+            }
+            seq.extend(std::iter::repeat_n(i, s.tokens.len()));
+            pos.extend(start..start + s.tokens.len());
+        }
+        Ok(Step { seqs, seq, pos })
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = u32> + '_ {
+        self.seqs.iter().flat_map(|s| s.tokens.iter().copied())
+    }
+
+    /// The rows whose logits were asked for, in batch order.
+    pub fn output_rows(&self) -> Vec<usize> {
+        let mut rows = Vec::new();
+        let mut start = 0;
+        for s in self.seqs.iter() {
+            let n = s.tokens.len();
+            match s.logits {
+                Logits::None => {}
+                Logits::Last if n > 0 => rows.push(start + n - 1),
+                Logits::Last => {}
+                Logits::All => rows.extend(start..start + n),
+            }
+            start += n;
+        }
+        rows
+    }
+
+    /// Mark the new tokens as cached.
+    pub fn finish(self) {
+        for s in self.seqs.iter_mut() {
+            s.cache.advance(s.tokens.len());
+        }
+    }
+}
+
+/// Look up token embeddings: (n_rows, dim).
+pub(crate) fn embed(table: &QMatrix, tokens: impl Iterator<Item = u32>) -> Result<Vec<f32>, ModelError> {
+    let dim = table.cols();
+    let tokens: Vec<u32> = tokens.collect();
+    let mut x = vec![0.0; tokens.len() * dim];
+    for (row, &t) in x.chunks_exact_mut(dim).zip(&tokens) {
+        matmul::dequantize_rows(table, t as usize, row).map_err(ModelError::Compute)?;
+    }
+    Ok(x)
+}
+
+/// Keep only `rows` of a (n, width) matrix.
+pub(crate) fn select_rows(x: &[f32], width: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter().flat_map(|&r| &x[r * width..(r + 1) * width]).copied().collect()
+}
+
+/// Causal self-attention of layer `layer` for every row of the step.
+///
+/// q: (n_rows, n_heads·head_dim), k and v: (n_rows, n_kv_heads·head_dim), all before RoPE. RoPE is applied
+/// at each row's position, k and v are stored in the row's sequence cache, then each query head attends
+/// over its sequence's cached positions (within the layer's sliding window), reading the kv head its
+/// group shares. Returns (n_rows, n_heads·head_dim).
+pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mut [f32], k: &mut [f32], v: &[f32]) -> Vec<f32> {
+    let (hd, n_heads, n_kv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
+    let rope: &Rope = &cfg.rope[layer];
+    let kv_w = n_kv * hd;
+    for (r, (&s, &p)) in step.seq.iter().zip(&step.pos).enumerate() {
+        rope.apply(&mut q[r * n_heads * hd..(r + 1) * n_heads * hd], hd, p);
+        rope.apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, p);
+        step.seqs[s].cache.store(layer, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
+    }
+
+    let caches: Vec<&KvCache> = step.seqs.iter().map(|s| &*s.cache).collect();
+    let (seq, pos) = (&step.seq, &step.pos);
+    let window = cfg.window[layer];
+    let group = n_heads / n_kv;
+    let scale = cfg.attn_scale;
+    let mut out = vec![0.0f32; q.len()];
+    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+        let (r, h) = (i / n_heads, i % n_heads);
+        let p = pos[r];
+        let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let (keys, values) = caches[seq[r]].head(layer, h / group, start..p + 1);
+        let qh = &q[i * hd..(i + 1) * hd];
+        // scores: (positions,)
+        let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|kj| dot(qh, kj) * scale).collect();
+        ops::softmax(&mut scores);
+        for (&w, vj) in scores.iter().zip(values.chunks_exact(hd)) {
+            o.iter_mut().zip(vj).for_each(|(a, &b)| *a += w * b);
+        }
+    });
+    out
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,82 @@
+//! Model architectures as immutable weights plus a batched forward pass.
+//!
+//! A [`Model`] is loaded once from a GGUF file and shared (it is `Send + Sync`, never mutated). Everything
+//! that belongs to one sequence — its [`KvCache`] — lives outside it and is lent to
+//! [`Model::forward`], which runs a whole batch of sequences ([`SeqBatch`]) at once: every weight matrix is
+//! read once per step for all of their tokens, whether a sequence is prefilling a prompt or decoding one
+//! token. Batching, paging and speculation build on this shape without rewriting the architectures.
+//!
+//! One file per architecture, each readable top to bottom: [`llama`] (SmolLM2), [`qwen2`] (Qwen2.5),
+//! [`gemma3`].
+
+mod config;
+mod error;
+mod kv;
+mod layers;
+
+pub mod gemma3;
+pub mod llama;
+pub mod qwen2;
+
+pub use config::ModelConfig;
+pub use error::ModelError;
+pub use kv::KvCache;
+pub use layers::{Logits, SeqBatch};
+
+use ferrite_gguf::GgufFile;
+
+use crate::layers::Step;
+
+enum Arch {
+    Llama(llama::Llama),
+    Gemma3(gemma3::Gemma3),
+}
+
+/// A loaded model: weights (mostly still in the file's memory map) and its configuration.
+pub struct Model {
+    arch: Arch,
+}
+
+impl Model {
+    /// Build the model `general.architecture` names from a parsed GGUF file.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Model, ModelError> {
+        let arch = match gguf.architecture() {
+            Some("llama") => Arch::Llama(llama::Llama::load(gguf)?),
+            Some("qwen2") => Arch::Llama(qwen2::load(gguf)?),
+            Some("gemma3") => Arch::Gemma3(gemma3::Gemma3::load(gguf)?),
+            Some(other) => return Err(ModelError::UnsupportedArch(other.into())),
+            None => return Err(ModelError::Gguf(ferrite_gguf::GgufError::MissingKey("general.architecture".into()))),
+        };
+        Ok(Model { arch })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        match &self.arch {
+            Arch::Llama(m) => m.config(),
+            Arch::Gemma3(m) => m.config(),
+        }
+    }
+
+    /// An empty KV cache for one sequence of up to `capacity` tokens.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config(), capacity)
+    }
+
+    /// Run the new tokens of every sequence in `batch` through the model, appending to their caches.
+    ///
+    /// Returns the logits asked for, (rows, vocab), in batch order: one row per sequence with
+    /// [`Logits::Last`], one per token with [`Logits::All`]. On error the caches' lengths are unchanged (their contents past that length may
+    /// have been overwritten, which is harmless).
+    pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<f32>, ModelError> {
+        let mut step = Step::new(batch, self.config())?;
+        if step.n_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let logits = match &self.arch {
+            Arch::Llama(m) => m.forward(&mut step)?,
+            Arch::Gemma3(m) => m.forward(&mut step)?,
+        };
+        step.finish();
+        Ok(logits)
+    }
+}
