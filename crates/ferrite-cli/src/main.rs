@@ -1,0 +1,138 @@
+//! `ferrite`: the command-line front end. Parsing and glue only; the work happens in the library crates.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferrite", version, about = "Run open-weight language models on your own hardware")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text: the continuation of --prompt, or an interactive chat without it.
+    Run(RunArgs),
+    /// Print the token ids of TEXT as a JSON array (BOS added as the model's metadata says).
+    Tokenize(TokenizeArgs),
+    /// Print the text of token ids.
+    Detokenize(DetokenizeArgs),
+    /// Perplexity of a text file, computed as llama-perplexity does; prints JSON.
+    Perplexity(PerplexityArgs),
+    /// Describe a model file: architecture, sizes, tensor types, tokenizer, chat template.
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Path of a GGUF model file.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// Worker threads (default: all available cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text; without it, an interactive chat on stdin.
+    #[arg(long, short = 'p')]
+    prompt: Option<String>,
+    /// Render the prompt with the model's chat template as a user message.
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat and the interactive chat.
+    #[arg(long)]
+    system: Option<String>,
+    /// Maximum number of tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Repetition penalty (1.0 = off), over the last --repeat-last-n tokens.
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop generating when this string appears (may be repeated); it is not printed.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Context size in tokens (default: the model's training context, at most 8192).
+    #[arg(long)]
+    ctx: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Do not add BOS even if the model's metadata asks for it.
+    #[arg(long)]
+    no_bos: bool,
+    /// Treat special-token text (e.g. <|im_start|>) as plain text.
+    #[arg(long)]
+    no_parse_special: bool,
+    text: String,
+}
+
+#[derive(Args)]
+pub struct DetokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(required = true)]
+    ids: Vec<u32>,
+}
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text file to score.
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+    /// Window size in tokens.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    ctx: usize,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print every tensor.
+    #[arg(long)]
+    tensors: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => commands::run::main(a),
+        Command::Tokenize(a) => commands::tokens::tokenize(a),
+        Command::Detokenize(a) => commands::tokens::detokenize(a),
+        Command::Perplexity(a) => commands::perplexity::main(a),
+        Command::Info(a) => commands::info::main(a),
+    }
+}

@@ -1,0 +1,22 @@
+//! Generation on top of the models: sampling, stop conditions, chat templates and the generation loop.
+//!
+//! - [`LoadedModel`]: a GGUF file opened as model + tokenizer + chat template.
+//! - [`sampling`]: sampling settings as data ([`sampling::SamplingParams`]) and a seeded [`sampling::Sampler`].
+//! - [`stop`]: stop strings matched across streamed pieces.
+//! - [`chat`]: the model's Jinja chat template rendered like Hugging Face does.
+//! - [`generate()`]: prompt in, streamed text out, stopping at end-of-generation tokens, stop strings or
+//!   the token limit.
+//! - [`perplexity()`]: llama-perplexity's measurement.
+
+pub mod chat;
+mod error;
+mod generate;
+mod loaded;
+mod perplexity;
+pub mod sampling;
+pub mod stop;
+
+pub use error::EngineError;
+pub use generate::{generate, FinishReason, GenerateRequest, GenerateStats};
+pub use loaded::LoadedModel;
+pub use perplexity::{perplexity, Perplexity};

@@ -1,0 +1,59 @@
+//! A model file opened for use: the parsed GGUF, the model built from it, its tokenizer and chat template.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferrite_gguf::GgufFile;
+use ferrite_models::Model;
+use ferrite_tokenizer::Tokenizer;
+
+use crate::EngineError;
+
+/// Everything loaded from one GGUF file. The model and tokenizer are immutable and shared.
+pub struct LoadedModel {
+    pub gguf: Arc<GgufFile>,
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<Tokenizer>,
+    /// `tokenizer.chat_template`, if the file has one (base models usually do not).
+    pub chat_template: Option<String>,
+}
+
+impl LoadedModel {
+    /// Open `path`, build the model and tokenizer, and page the weights in. `progress(done, total)` is
+    /// called with bytes paged in so far, so a caller can draw a progress bar for large files.
+    pub fn open(path: impl AsRef<Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<LoadedModel, EngineError> {
+        let gguf = GgufFile::open(path.as_ref())?;
+        let model = Model::from_gguf(&gguf)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        if tokenizer.vocab_size() != model.config().vocab_size {
+            return Err(EngineError::Mismatch(format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.vocab_size(),
+                model.config().vocab_size
+            )));
+        }
+        let chat_template = gguf.opt_str("tokenizer.chat_template")?.map(str::to_string);
+        prefault(&gguf, progress);
+        Ok(LoadedModel { gguf: Arc::new(gguf), model: Arc::new(model), tokenizer: Arc::new(tokenizer), chat_template })
+    }
+}
+
+/// Touch every page of the tensor data once, so the first forward pass does not stall on page faults,
+/// and report progress while doing it.
+fn prefault(gguf: &GgufFile, progress: &mut dyn FnMut(u64, u64)) {
+    const PAGE: usize = 4096;
+    const REPORT: usize = 16 << 20;
+    let storage = gguf.storage();
+    let bytes = (*storage).as_ref();
+    let start = (gguf.data_offset() as usize).min(bytes.len());
+    let data = &bytes[start..];
+    let total = data.len() as u64;
+    let mut sum = 0u8;
+    for (i, chunk) in data.chunks(REPORT).enumerate() {
+        for b in chunk.iter().step_by(PAGE) {
+            sum = sum.wrapping_add(*b);
+        }
+        progress(((i * REPORT) as u64 + chunk.len() as u64).min(total), total);
+    }
+    std::hint::black_box(sum);
+}
