@@ -3,9 +3,9 @@
 
 The reference is gguf-py, llama.cpp's own Python library (its numpy (de)quantizers mirror
 ggml-quants.c). For each weight format we write deterministic random blocks and gguf-py's
-dequantization of them; for the activation formats gguf-py can encode (Q8_0, F16, BF16) we write
-inputs and gguf-py's encoding. Q8_1 and Q8_K have no gguf-py quantizer: for those this script carries
-a numpy port of ggml's quantize_row_q8_1_ref / quantize_row_q8_K_ref (marked below).
+dequantization of them; for F16 and BF16 activations we write inputs and gguf-py's encoding. For Q8_0 and
+Q8_1 this script carries a numpy port of ggml's x86 quantizers, and for Q8_K of quantize_row_q8_K_ref (which
+x86 uses too), marked below.
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install gguf==0.19.0
     /tmp/venv/bin/python scripts/reference/quant_fixtures.py
@@ -99,7 +99,7 @@ def activation_inputs(rng: np.random.Generator) -> np.ndarray:
     """2048 floats (8 blocks of 256) covering the quantizers' corner cases."""
     x = rng.standard_normal((8, 256)).astype(np.float32)
     x[0] *= 0.01
-    # Exact halves with amax = 127 (scale 1): ties round away from zero in Q8_0/Q8_1, to even in Q8_K.
+    # Exact halves with amax = 127 (scale 1): ties round to even.
     x[1] = (np.arange(256) % 64 - 31.5).astype(np.float32)
     x[1, 0], x[1, 40] = -127.0, 127.0
     # Largest magnitude with both signs: Q8_K takes the sign of the first.
@@ -115,17 +115,23 @@ def activation_inputs(rng: np.random.Generator) -> np.ndarray:
 # --- numpy port of ggml's reference quantizers (ggml-quants.c); gguf-py has none for these two. ---
 
 
-def q8_1_ref(x: np.ndarray) -> bytes:
+# Q8_0 and Q8_1 follow ggml's x86 quantizers (ggml-cpu/arch/x86/quants.c), the ones llama.cpp runs on our
+# machines, rather than the portable reference: `id = 127/amax` (not 1/d) and round half to even
+# (_mm256_round_ps with _MM_ROUND_NEAREST). The difference shows on ties and in the last bit of id, and it is
+# visible in llama.cpp's logits on models with large activations (SmolLM2), so Ferrite mirrors it.
+
+
+def q8_x86(x: np.ndarray, with_sum: bool) -> bytes:
     out = bytearray()
     for b in x.reshape(-1, 32):
         amax = np.float32(np.max(np.abs(b)))
         d = np.float32(amax / np.float32(127))
-        inv = np.float32(1) / d if d != 0 else np.float32(0)
-        v = b * inv
-        t = np.trunc(v)  # C roundf (half away from zero); v - t is exact
-        q = (t + np.sign(v) * (np.abs(v - t) >= np.float32(0.5))).astype(np.int8)
-        s = np.float32(np.float32(int(q.astype(np.int32).sum())) * d)
-        out += np.float16(d).tobytes() + np.float16(s).tobytes() + q.tobytes()
+        inv = np.float32(127) / amax if amax != 0 else np.float32(0)
+        q = np.rint((b * inv).astype(np.float32)).astype(np.int8)  # ties to even
+        out += np.float16(d).tobytes()
+        if with_sum:
+            out += np.float16(np.float32(d * np.float32(int(q.astype(np.int32).sum())))).tobytes()
+        out += q.tobytes()
     return bytes(out)
 
 
@@ -150,10 +156,10 @@ def quant_fixtures(rng: np.random.Generator) -> None:
     x = activation_inputs(rng)
     xb = x.astype("<f4").tobytes()
     encoded = {
-        T.Q8_0: quantize(x.reshape(-1, 256), T.Q8_0).tobytes(),  # gguf-py
+        T.Q8_0: q8_x86(x, with_sum=False),  # port above
         T.F16: quantize(x, T.F16).astype("<f2").tobytes(),  # gguf-py (numpy's round-to-nearest-even)
         T.BF16: quantize(x, T.BF16).tobytes(),  # gguf-py
-        T.Q8_1: q8_1_ref(x),  # port above
+        T.Q8_1: q8_x86(x, with_sum=True),  # port above
         T.Q8_K: q8_k_ref(x),  # port above
     }
     for qtype, enc in encoded.items():

@@ -1,5 +1,10 @@
 //! Per-sequence state: the key/value cache. It lives outside the model, which stays immutable and shared;
 //! the forward pass borrows one cache per sequence of the batch.
+//!
+//! Keys and values are stored in f16, like llama.cpp's default cache: half the memory of f32, and the
+//! rounding is part of the numerics our outputs are compared against.
+
+use half::f16;
 
 use crate::ModelConfig;
 
@@ -13,8 +18,8 @@ pub struct KvCache {
     head_dim: usize,
     capacity: usize,
     len: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
 }
 
 impl KvCache {
@@ -26,8 +31,8 @@ impl KvCache {
             head_dim: config.head_dim,
             capacity,
             len: 0,
-            k: (0..config.n_layers).map(|_| vec![0.0; per_layer]).collect(),
-            v: (0..config.n_layers).map(|_| vec![0.0; per_layer]).collect(),
+            k: (0..config.n_layers).map(|_| vec![f16::ZERO; per_layer]).collect(),
+            v: (0..config.n_layers).map(|_| vec![f16::ZERO; per_layer]).collect(),
         }
     }
 
@@ -51,7 +56,7 @@ impl KvCache {
 
     /// Bytes held by this cache.
     pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.n_kv_heads * self.capacity * self.head_dim * size_of::<f32>()
+        2 * self.k.len() * self.n_kv_heads * self.capacity * self.head_dim * size_of::<f16>()
     }
 
     pub(crate) fn fits(&self, config: &ModelConfig) -> bool {
@@ -63,13 +68,14 @@ impl KvCache {
         let hd = self.head_dim;
         for h in 0..self.n_kv_heads {
             let at = (h * self.capacity + pos) * hd;
-            self.k[layer][at..at + hd].copy_from_slice(&k[h * hd..(h + 1) * hd]);
-            self.v[layer][at..at + hd].copy_from_slice(&v[h * hd..(h + 1) * hd]);
+            let (kd, vd) = (&mut self.k[layer][at..at + hd], &mut self.v[layer][at..at + hd]);
+            kd.iter_mut().zip(&k[h * hd..(h + 1) * hd]).for_each(|(d, &x)| *d = f16::from_f32(x));
+            vd.iter_mut().zip(&v[h * hd..(h + 1) * hd]).for_each(|(d, &x)| *d = f16::from_f32(x));
         }
     }
 
     /// Keys and values of `layer`, kv head `h`, positions `range`: each (positions, head_dim).
-    pub(crate) fn head(&self, layer: usize, h: usize, range: std::ops::Range<usize>) -> (&[f32], &[f32]) {
+    pub(crate) fn head(&self, layer: usize, h: usize, range: std::ops::Range<usize>) -> (&[f16], &[f16]) {
         let base = h * self.capacity;
         let span = (base + range.start) * self.head_dim..(base + range.end) * self.head_dim;
         (&self.k[layer][span.clone()], &self.v[layer][span])

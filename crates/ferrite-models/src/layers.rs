@@ -3,11 +3,12 @@
 
 use ferrite_gguf::GgufFile;
 use ferrite_tensor::matmul::{self, QMatrix};
-use ferrite_tensor::ops::{self, Rope};
+use ferrite_tensor::ops;
 use ferrite_tensor::quant;
-use rayon::prelude::*;
 
 use crate::{KvCache, ModelConfig, ModelError};
+
+pub(crate) use crate::attention::attention;
 
 /// Finds tensors by their GGUF names and checks their shapes, so a missing or misshapen tensor fails
 /// with its exact name.
@@ -165,46 +166,4 @@ pub(crate) fn embed(table: &QMatrix, tokens: impl Iterator<Item = u32>) -> Resul
 /// Keep only `rows` of a (n, width) matrix.
 pub(crate) fn select_rows(x: &[f32], width: usize, rows: &[usize]) -> Vec<f32> {
     rows.iter().flat_map(|&r| &x[r * width..(r + 1) * width]).copied().collect()
-}
-
-/// Causal self-attention of layer `layer` for every row of the step.
-///
-/// q: (n_rows, n_heads·head_dim), k and v: (n_rows, n_kv_heads·head_dim), all before RoPE. RoPE is applied
-/// at each row's position, k and v are stored in the row's sequence cache, then each query head attends
-/// over its sequence's cached positions (within the layer's sliding window), reading the kv head its
-/// group shares. Returns (n_rows, n_heads·head_dim).
-pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mut [f32], k: &mut [f32], v: &[f32]) -> Vec<f32> {
-    let (hd, n_heads, n_kv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
-    let rope: &Rope = &cfg.rope[layer];
-    let kv_w = n_kv * hd;
-    for (r, (&s, &p)) in step.seq.iter().zip(&step.pos).enumerate() {
-        rope.apply(&mut q[r * n_heads * hd..(r + 1) * n_heads * hd], hd, p);
-        rope.apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, p);
-        step.seqs[s].cache.store(layer, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
-    }
-
-    let caches: Vec<&KvCache> = step.seqs.iter().map(|s| &*s.cache).collect();
-    let (seq, pos) = (&step.seq, &step.pos);
-    let window = cfg.window[layer];
-    let group = n_heads / n_kv;
-    let scale = cfg.attn_scale;
-    let mut out = vec![0.0f32; q.len()];
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-        let (r, h) = (i / n_heads, i % n_heads);
-        let p = pos[r];
-        let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let (keys, values) = caches[seq[r]].head(layer, h / group, start..p + 1);
-        let qh = &q[i * hd..(i + 1) * hd];
-        // scores: (positions,)
-        let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|kj| dot(qh, kj) * scale).collect();
-        ops::softmax(&mut scores);
-        for (&w, vj) in scores.iter().zip(values.chunks_exact(hd)) {
-            o.iter_mut().zip(vj).for_each(|(a, &b)| *a += w * b);
-        }
-    });
-    out
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

@@ -9,6 +9,7 @@
 //! One file per architecture, each readable top to bottom: [`llama`] (SmolLM2), [`qwen2`] (Qwen2.5),
 //! [`gemma3`].
 
+mod attention;
 mod config;
 mod error;
 mod kv;

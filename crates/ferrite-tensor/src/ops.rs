@@ -79,11 +79,35 @@ impl Rope {
     }
 }
 
-/// x ← silu(x) · g (the SwiGLU feed-forward gate).
+/// x ← silu(x) · g (the SwiGLU feed-forward gate), silu(x) = x / (1 + e^-x) with [`expf_fast`], as
+/// ggml's SIMD SwiGLU computes it.
 pub fn swiglu(x: &mut [f32], g: &[f32]) {
     for (v, &u) in x.iter_mut().zip(g) {
-        *v = *v / (1.0 + (-*v).exp()) * u;
+        *v = *v / (1.0 + expf_fast(-*v)) * u;
     }
+}
+
+/// e^x by the polynomial ggml's vectorised code uses (`ggml_v_expf`, after ARM's optimized routines:
+/// at most ~1.5 ulp from the true value). Softmax and SiLU go through it in llama.cpp, and reproducing
+/// its exact roundings keeps our logits bit-identical to the reference's where the rest matches.
+#[inline]
+pub fn expf_fast(x: f32) -> f32 {
+    // ggml's constants, bit for bit (C hex floats in the original).
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
+    let log2e = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
+    let ln2_hi = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
+    let ln2_lo = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
+    let c = [0x3c07_2010u32, 0x3d2b_9f17, 0x3e2a_af33, 0x3eff_fedb, 0x3f7f_fff6].map(f32::from_bits);
+    let z = x.mul_add(log2e, r);
+    let n = z - r;
+    let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = c[0].mul_add(b, c[1]).mul_add(u, c[2].mul_add(b, c[3])).mul_add(u, c[4].mul_add(b, 1.0));
+    // j · 2^n with a single rounding (AVX-512's scalef).
+    (j as f64 * 2f64.powi(n as i32)) as f32
 }
 
 /// GELU, tanh approximation, exact in f32.
@@ -162,6 +186,18 @@ mod tests {
             let expect = (orig[a] * 7f32.cos() - orig[b] * 7f32.sin(), orig[a] * 7f32.sin() + orig[b] * 7f32.cos());
             assert!((x[a] - expect.0).abs() < 1e-6 && (x[b] - expect.1).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn expf_fast_is_within_two_ulp() {
+        for i in -8000..8000 {
+            let x = i as f32 * 0.011;
+            let (a, e) = (expf_fast(x), (x as f64).exp());
+            assert!(((a as f64) - e).abs() <= 2.0 * f32::EPSILON as f64 * e, "{x}: {a} vs {e}");
+        }
+        assert_eq!(expf_fast(0.0), 1.0);
+        assert_eq!(expf_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf_fast(200.0), f32::INFINITY);
     }
 
     #[test]

@@ -206,19 +206,6 @@ fn halves(scales16: __m256i) -> [__m256i; 2] {
 // ---------------------------------------------------------------------------------------------------
 // Activation quantizers.
 
-/// Rounds half away from zero, like C `roundf` / Rust `f32::round` (AVX has only ties-to-even):
-/// `t = trunc(v)`; `v − t` is exact, and adds ±1 when it is at least one half.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn round_half_away(v: __m256) -> __m256 {
-    let sign = _mm256_set1_ps(-0.0);
-    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
-    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
-    let step = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(v, sign));
-    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
-    _mm256_add_ps(t, _mm256_and_ps(up, step))
-}
-
 /// 4 × 8 i32 (each within i8 range) → 32 i8 in order.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -250,12 +237,12 @@ pub unsafe fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
         }
         let amax = hmax_ps(m);
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         yb.d = f16::from_f32(d);
         let mul = _mm256_set1_ps(id);
         let mut q = [_mm256_setzero_si256(); 4];
         for k in 0..4 {
-            q[k] = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[k], mul)));
+            q[k] = _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v[k], mul)));
         }
         // SAFETY: `qs` is 32 writable bytes.
         unsafe { _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), pack_i32_to_i8(q)) };

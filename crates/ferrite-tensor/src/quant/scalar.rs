@@ -19,17 +19,19 @@ use crate::QK_K;
 // ---------------------------------------------------------------------------------------------------
 // Activation quantizers (ggml's `quantize_row_*_ref`).
 
-/// `Q8_0`: `d = amax/127`, `q = round(x/d)` rounding half away from zero (C `roundf`).
+/// `Q8_0`: `d = amax/127`, `q = round_half_even(x·127/amax)`: the arithmetic of ggml's x86 quantizer, which
+/// is what llama.cpp runs on our machines (its portable reference uses `1/d` and rounds half away from zero;
+/// the two differ on ties and in the last bit of the inverse scale, enough to move logits).
 pub fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         yb.d = f16::from_f32(d);
         let mut qs = [0i8; QK];
         for (q, &v) in qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
+            *q = (v * id).round_ties_even() as i8;
         }
         yb.qs = qs;
     }
@@ -41,11 +43,11 @@ pub fn quantize_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut qs = [0i8; QK];
         let mut sum = 0i32;
         for (q, &v) in qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
+            *q = (v * id).round_ties_even() as i8;
             sum += *q as i32;
         }
         yb.d = f16::from_f32(d);

@@ -175,13 +175,13 @@ fn quantize_all_tiers(dtype: DType, x: &[f32]) -> Vec<u8> {
 
 #[test]
 fn q8_0_quantization_hand_checked() {
-    // amax = 127 gives d = 1 exactly, so the quants are the inputs rounded half away from zero.
+    // amax = 127 gives d = 1 exactly, so the quants are the inputs rounded half to even (ggml's x86 rounding).
     let mut x = [0.0f32; 32];
     x[..8].copy_from_slice(&[127.0, 2.5, -2.5, 0.5, -0.5, 1.4999, -126.5, 3.0]);
     let out = quantize_all_tiers(DType::Q8_0, &x);
     let b = as_blocks::<BlockQ8_0>(&out)[0];
     assert_eq!(b.d.to_f32(), 1.0);
-    assert_eq!(&b.qs[..8], &[127, 3, -3, 1, -1, 1, -127, 3]);
+    assert_eq!(&b.qs[..8], &[127, 2, -2, 0, 0, 1, -126, 3]);
     assert!(b.qs[8..].iter().all(|&q| q == 0));
 
     // An all-zero block: d = 0, quants 0.
@@ -195,8 +195,8 @@ fn q8_1_quantization_hand_checked() {
     let out = quantize_all_tiers(DType::Q8_1, &x);
     let b = as_blocks::<BlockQ8_1>(&out)[0];
     assert_eq!(b.d.to_f32(), 1.0);
-    assert_eq!(&b.qs[..4], &[-127, 3, 10, -1]);
-    assert_eq!(b.s.to_f32(), (-127 + 3 + 10 - 1) as f32);
+    assert_eq!(&b.qs[..4], &[-127, 2, 10, 0]);
+    assert_eq!(b.s.to_f32(), (-127 + 2 + 10) as f32);
 }
 
 #[test]
