@@ -6,6 +6,6 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 scripts/fetch-models.sh smollm2 qwen05 gemma3
 scripts/build-llama-cpp.sh --source-only >/dev/null
-if [ -x scripts/fetch-text.sh ]; then scripts/fetch-text.sh >/dev/null; fi
+scripts/reference/make_ppl_text.sh >/dev/null
 export FERRITE_REQUIRE_DATA=1
 cargo test --workspace --locked "$@"

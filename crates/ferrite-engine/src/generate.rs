@@ -95,7 +95,7 @@ pub fn generate(
     let t1 = Instant::now();
     let mut sampler = Sampler::new(&req.sampling);
     let mut stop = StopMatcher::new(&req.stop);
-    let mut decoder = tok.decoder();
+    let mut decoder = tok.decoder().continuing();
     let mut history = prompt.clone();
     let mut tokens = Vec::new();
     let mut finish = FinishReason::Length;

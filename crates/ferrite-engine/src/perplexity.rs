@@ -47,7 +47,7 @@ pub fn perplexity(
     let chunks = tokens.len() / ctx;
     let first = ctx / 2;
     // Score the second half in slices, so the logits held at once stay small for large vocabularies.
-    let slice = 64;
+    let slice = 64.min(ctx / 2);
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut cache = model.new_cache(ctx);
     for c in 0..chunks {
@@ -59,7 +59,9 @@ pub fn perplexity(
         model.forward(&mut [SeqBatch { tokens: &window[..first], cache: &mut cache, logits: Logits::None }])?;
         let mut at = first;
         while at < ctx - 1 {
-            let end = (at + slice).min(ctx - 1);
+            // A remainder shorter than a slice joins the last slice: chunks of 64+ tokens take the same
+            // attention path as llama-perplexity's whole-window batches.
+            let end = if ctx - 1 - at < 2 * slice { ctx - 1 } else { at + slice };
             let logits = model.forward(&mut [SeqBatch { tokens: &window[at..end], cache: &mut cache, logits: Logits::All }])?;
             for (j, row) in (at..end).zip(logits.chunks_exact(vocab)) {
                 let target = tokens[c * ctx + j + 1] as usize;

@@ -7,12 +7,12 @@ use std::sync::OnceLock;
 use half::f16;
 
 /// RMS normalisation of each `dim`-sized row of `x` in place: x ← x / sqrt(mean(x²) + eps) · w.
-/// The sum of squares is accumulated in f64, as ggml does.
+/// As ggml: each square rounded to f32, summed in f64.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let dim = w.len();
     debug_assert_eq!(x.len() % dim, 0);
     for row in x.chunks_exact_mut(dim) {
-        let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let ss: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
         for (v, &g) in row.iter_mut().zip(w) {
             *v = *v * scale * g;
@@ -72,8 +72,10 @@ impl Rope {
                     RopeStyle::Neox => (i, i + half),
                 };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos - x1 * sin;
-                head[b] = x0 * sin + x1 * cos;
+                // One product fused into the add, as GCC contracts ggml's `x0*cos - x1*sin`: the rounding
+                // differs in the last bit, and that bit decides greedy tokens on outlier-heavy models.
+                head[a] = x0.mul_add(cos, -(x1 * sin));
+                head[b] = x0.mul_add(sin, x1 * cos);
             }
         }
     }

@@ -32,11 +32,30 @@ pub fn model(file: &str) -> Option<PathBuf> {
 /// `vendor/llama.cpp/models` of the llama-cpp-python 0.3.36 sdist (vocab-only GGUF files, tokenizer test
 /// vectors, chat templates), or `None` when it has not been fetched.
 pub fn llama_cpp_models() -> Option<PathBuf> {
-    let src = std::env::var_os("FERRITE_LLAMA_CPP_SRC").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("FERRITE_CACHE").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".cache"));
-        cache.join("llama_cpp_python-0.3.36/vendor/llama.cpp")
-    });
+    let src = std::env::var_os("FERRITE_LLAMA_CPP_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("llama_cpp_python-0.3.36/vendor/llama.cpp"));
     present(src.join("models"), "llama.cpp sources", "scripts/build-llama-cpp.sh --source-only")
+}
+
+/// The cache directory: `$FERRITE_CACHE` or `<workspace>/.cache`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FERRITE_CACHE").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".cache"))
+}
+
+/// The perplexity text (`scripts/reference/make_ppl_text.sh`), or `None` when it has not been built.
+pub fn ppl_text() -> Option<PathBuf> {
+    present(cache_dir().join("ppl.txt"), "perplexity text", "scripts/reference/make_ppl_text.sh")
+}
+
+/// The committed llama.cpp reference fixtures of a model (`tests/reference/<short>`).
+pub fn reference(short: &str) -> PathBuf {
+    workspace_root().join("tests/reference").join(short)
+}
+
+/// A reference fixture file, or `None` (with a SKIPPED message) when it has not been generated yet.
+pub fn reference_file(short: &str, name: &str) -> Option<PathBuf> {
+    present(reference(short).join(name), "reference fixture", "scripts/reference/generate.sh")
 }
 
 fn present(path: PathBuf, what: &str, fetch: &str) -> Option<PathBuf> {
