@@ -47,6 +47,13 @@ impl ChatTemplate {
         Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
     }
 
+    /// Make `strftime_now` report this fixed time (seconds since the Unix epoch, UTC) instead of the clock:
+    /// for reproducible prompts and tests.
+    pub fn with_fixed_time(mut self, unix_secs: u64) -> ChatTemplate {
+        self.env.add_function("strftime_now", move |fmt: String| -> String { strftime(unix_secs, &fmt) });
+        self
+    }
+
     /// Render `messages` (objects with at least `role`; `content`, `tool_calls` … are passed through),
     /// ending with the assistant's opening when `add_generation_prompt`.
     pub fn render(&self, messages: &[Json], add_generation_prompt: bool, tools: Option<&Json>) -> Result<String, ChatError> {
