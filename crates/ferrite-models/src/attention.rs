@@ -54,16 +54,39 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
         let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
         let (keys, values) = caches[seq[r]].head(layer, h / group, start..p + 1);
         let qh = &q[i * hd..(i + 1) * hd];
-        if tiled[seq[r]] {
-            attend_tiled(qh, keys, values, start, scale, o);
-        } else {
-            attend_f16(qh, keys, values, scale, o);
-        }
+        attend(tiled[seq[r]], qh, keys, values, start, scale, o);
     });
     out
 }
 
+/// One query head: the tiled or the per-key path, compiled with FMA where the CPU has it (the fused
+/// multiply-adds give the same bits either way; without the instruction they are library calls).
+fn attend(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if ops::fma_available() {
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { attend_fma(tiled, q, keys, values, start, scale, out) };
+    }
+    attend_body(tiled, q, keys, values, start, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn attend_fma(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+    attend_body(tiled, q, keys, values, start, scale, out)
+}
+
+#[inline(always)]
+fn attend_body(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+    if tiled {
+        attend_tiled(q, keys, values, start, scale, out)
+    } else {
+        attend_f16(q, keys, values, scale, out)
+    }
+}
+
 /// One query against keys/values (positions, head_dim), per-key online softmax with an f16 accumulator.
+#[inline(always)]
 fn attend_f16(q: &[f32], keys: &[f16], values: &[f16], scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let q16: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
@@ -90,6 +113,7 @@ fn attend_f16(q: &[f32], keys: &[f16], values: &[f16], scale: f32, out: &mut [f3
 
 /// Dot product summed the way ggml's AVX-512 `ggml_vec_dot_f16` sums: four 16-lane fused accumulators
 /// over blocks of 64, folded pairwise, then the lanes reduced as a tree; a tail in f64.
+#[inline(always)]
 fn dot_lanes(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len();
     let np = n & !63;
@@ -114,6 +138,7 @@ fn dot_lanes(x: &[f32], y: &[f32]) -> f32 {
 }
 
 /// `_mm512_reduce_add_ps` as GCC expands it: halves added pairwise down to one lane.
+#[inline(always)]
 fn reduce16(v: &[f32; 16]) -> f32 {
     let t8: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
     let t4: [f32; 4] = std::array::from_fn(|i| t8[i + 4] + t8[i]);
@@ -122,6 +147,7 @@ fn reduce16(v: &[f32; 16]) -> f32 {
 
 /// One query against keys/values that start at cache position `start`, in tiles of TILE_KV positions
 /// aligned to multiples of TILE_KV, with an f32 accumulator rescaled per tile.
+#[inline(always)]
 fn attend_tiled(q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let n = keys.len() / hd;

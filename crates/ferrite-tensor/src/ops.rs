@@ -55,6 +55,22 @@ pub struct Rope {
 impl Rope {
     /// Rotate `x`, laid out as [n_heads, head_dim], for a token at position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if fma_available() {
+            // SAFETY: the CPU has FMA (checked above).
+            return unsafe { self.apply_fma(x, head_dim, pos) };
+        }
+        self.apply_body(x, head_dim, pos)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn apply_fma(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.apply_body(x, head_dim, pos)
+    }
+
+    #[inline(always)]
+    fn apply_body(&self, x: &mut [f32], head_dim: usize, pos: usize) {
         let half = self.n_dims / 2;
         // Angles θ_i = pos · scale · base^(-2i/n_dims), built by repeated multiplication like ggml.
         let theta_scale = self.freq_base.powf(-2.0 / self.n_dims as f32);
@@ -84,15 +100,46 @@ impl Rope {
 /// x ← silu(x) · g (the SwiGLU feed-forward gate), silu(x) = x / (1 + e^-x) with [`expf_fast`], as
 /// ggml's SIMD SwiGLU computes it.
 pub fn swiglu(x: &mut [f32], g: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fma_available() {
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { swiglu_fma(x, g) };
+    }
+    swiglu_body(x, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn swiglu_fma(x: &mut [f32], g: &[f32]) {
+    swiglu_body(x, g)
+}
+
+#[inline(always)]
+fn swiglu_body(x: &mut [f32], g: &[f32]) {
     for (v, &u) in x.iter_mut().zip(g) {
         *v = *v / (1.0 + expf_fast(-*v)) * u;
+    }
+}
+
+/// Whether the CPU has fused multiply-add instructions. Code that relies on `f32::mul_add` (for its
+/// single rounding) is compiled a second time with FMA enabled and chosen at run time: without the
+/// instruction each `mul_add` is a slow library call, with the same result.
+pub fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FMA.get_or_init(|| is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
 /// e^x by the polynomial ggml's vectorised code uses (`ggml_v_expf`, after ARM's optimized routines:
 /// at most ~1.5 ulp from the true value). Softmax and SiLU go through it in llama.cpp, and reproducing
 /// its exact roundings keeps our logits bit-identical to the reference's where the rest matches.
-#[inline]
+#[inline(always)]
 pub fn expf_fast(x: f32) -> f32 {
     // ggml's constants, bit for bit (C hex floats in the original).
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
