@@ -69,6 +69,16 @@ fn run_streams_only_the_greedy_continuation_to_stdout() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), expected, "stdout must hold exactly the continuation");
     assert!(stderr(&o).contains("tokens/s"), "timings go to stderr: {}", stderr(&o));
+
+    // A stop string taken from the middle of that continuation ends it there, and is not printed.
+    let text = expected.trim_end_matches('\n');
+    let at = text.char_indices().map(|(i, _)| i).find(|&i| i >= text.len() / 2).unwrap();
+    let stop: String = text[at..].chars().take(3).collect();
+    let cut = text.find(&stop).unwrap();
+    let o = ferrite(&["run", "--model", path(&m), "--prompt", prompt, "--temperature", "0", "--max-tokens", "16", "--stop", &stop]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{}\n", &text[..cut]), "stop string {stop:?}");
+    assert!(stderr(&o).contains("finish: Stop"), "{}", stderr(&o));
 }
 
 #[test]
