@@ -41,27 +41,57 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
         step.seqs[s].cache.store(layer, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
     }
 
-    let caches: Vec<&KvCache> = step.seqs.iter().map(|s| &*s.cache).collect();
+    // Each sequence's visible keys and values, per kv head, widened to f32 once for all its query rows
+    // and all heads of a group (f16 → f32 is exact). kv[s][g] = (first position, keys, values).
+    let window = cfg.window[layer];
+    let first_visible = |p: usize| window.map_or(0, |w| (p + 1).saturating_sub(w));
+    let mut span = vec![(usize::MAX, 0usize); step.seqs.len()];
+    for (&s, &p) in step.seq.iter().zip(&step.pos) {
+        span[s] = (span[s].0.min(first_visible(p)), span[s].1.max(p + 1));
+    }
+    let kv: Vec<Vec<(usize, Vec<f32>, Vec<f32>)>> = step
+        .seqs
+        .iter()
+        .zip(&span)
+        .map(|(sq, &(lo, hi))| {
+            if lo >= hi {
+                return Vec::new();
+            }
+            (0..n_kv).map(|g| widen(&sq.cache, layer, g, lo..hi)).collect()
+        })
+        .collect();
+
     let tiled: Vec<bool> = step.seqs.iter().map(|s| s.tokens.len() >= TILE_Q).collect();
     let (seq, pos) = (&step.seq, &step.pos);
-    let window = cfg.window[layer];
     let group = n_heads / n_kv;
     let scale = cfg.attn_scale;
     let mut out = vec![0.0f32; q.len()];
     out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
         let (r, h) = (i / n_heads, i % n_heads);
         let p = pos[r];
-        let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let (keys, values) = caches[seq[r]].head(layer, h / group, start..p + 1);
+        let start = first_visible(p);
+        let (lo, keys, values) = &kv[seq[r]][h / group];
+        let range = (start - lo) * hd..(p + 1 - lo) * hd;
         let qh = &q[i * hd..(i + 1) * hd];
-        attend(tiled[seq[r]], qh, keys, values, start, scale, o);
+        attend(tiled[seq[r]], qh, &keys[range.clone()], &values[range], start, scale, o);
     });
     out
 }
 
+/// Keys and values of one kv head over `range`, as f32: (first position, keys, values).
+fn widen(cache: &KvCache, layer: usize, g: usize, range: std::ops::Range<usize>) -> (usize, Vec<f32>, Vec<f32>) {
+    use half::slice::HalfFloatSliceExt;
+    let lo = range.start;
+    let (k, v) = cache.head(layer, g, range);
+    let (mut kf, mut vf) = (vec![0.0; k.len()], vec![0.0; v.len()]);
+    k.convert_to_f32_slice(&mut kf);
+    v.convert_to_f32_slice(&mut vf);
+    (lo, kf, vf)
+}
+
 /// One query head: the tiled or the per-key path, compiled with FMA where the CPU has it (the fused
 /// multiply-adds give the same bits either way; without the instruction they are library calls).
-fn attend(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+fn attend(tiled: bool, q: &[f32], keys: &[f32], values: &[f32], start: usize, scale: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if ops::fma_available() {
         // SAFETY: the CPU has FMA (checked above).
@@ -72,12 +102,12 @@ fn attend(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, sc
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn attend_fma(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+unsafe fn attend_fma(tiled: bool, q: &[f32], keys: &[f32], values: &[f32], start: usize, scale: f32, out: &mut [f32]) {
     attend_body(tiled, q, keys, values, start, scale, out)
 }
 
 #[inline(always)]
-fn attend_body(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+fn attend_body(tiled: bool, q: &[f32], keys: &[f32], values: &[f32], start: usize, scale: f32, out: &mut [f32]) {
     if tiled {
         attend_tiled(q, keys, values, start, scale, out)
     } else {
@@ -87,15 +117,13 @@ fn attend_body(tiled: bool, q: &[f32], keys: &[f16], values: &[f16], start: usiz
 
 /// One query against keys/values (positions, head_dim), per-key online softmax with an f16 accumulator.
 #[inline(always)]
-fn attend_f16(q: &[f32], keys: &[f16], values: &[f16], scale: f32, out: &mut [f32]) {
+fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let q16: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-    let mut kf = vec![0.0f32; hd];
     let mut acc = vec![f16::ZERO; hd];
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
     for (kj, vj) in keys.chunks_exact(hd).zip(values.chunks_exact(hd)) {
-        kf.iter_mut().zip(kj).for_each(|(d, k)| *d = k.to_f32());
-        let s = dot_lanes(&kf, &q16) * scale;
+        let s = dot_lanes(kj, &q16) * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > m {
             ms = (m - s).exp();
@@ -104,7 +132,7 @@ fn attend_f16(q: &[f32], keys: &[f16], values: &[f16], scale: f32, out: &mut [f3
         } else {
             vs = (s - m).exp();
         }
-        acc.iter_mut().zip(vj).for_each(|(a, v)| *a = f16::from_f32(v.to_f32().mul_add(vs, a.to_f32())));
+        acc.iter_mut().zip(vj).for_each(|(a, v)| *a = f16::from_f32(v.mul_add(vs, a.to_f32())));
         sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
@@ -148,7 +176,7 @@ fn reduce16(v: &[f32; 16]) -> f32 {
 /// One query against keys/values that start at cache position `start`, in tiles of TILE_KV positions
 /// aligned to multiples of TILE_KV, with an f32 accumulator rescaled per tile.
 #[inline(always)]
-fn attend_tiled(q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f32, out: &mut [f32]) {
+fn attend_tiled(q: &[f32], keys: &[f32], values: &[f32], start: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let n = keys.len() / hd;
     let end = start + n; // one past the last visible position
@@ -162,7 +190,7 @@ fn attend_tiled(q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f3
         let (lo, hi) = (tile.max(start), (tile + TILE_KV).min(end));
         for j in lo..hi {
             let kj = &keys[(j - start) * hd..(j - start + 1) * hd];
-            let s = kj.iter().zip(q).fold(0.0f32, |acc, (k, q)| q.mul_add(k.to_f32(), acc));
+            let s = kj.iter().zip(q).fold(0.0f32, |acc, (k, q)| q.mul_add(*k, acc));
             p[j - tile] = s * scale;
         }
         let tile_max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -183,7 +211,7 @@ fn attend_tiled(q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f3
         for j in lo..hi {
             let vj = &values[(j - start) * hd..(j - start + 1) * hd];
             let w = p[j - tile];
-            out.iter_mut().zip(vj).for_each(|(o, v)| *o = v.to_f32().mul_add(w, *o));
+            out.iter_mut().zip(vj).for_each(|(o, v)| *o = v.mul_add(w, *o));
         }
         tile += TILE_KV;
     }
@@ -195,13 +223,13 @@ fn attend_tiled(q: &[f32], keys: &[f16], values: &[f16], start: usize, scale: f3
 mod tests {
     use super::*;
 
-    fn reference(q: &[f32], keys: &[f16], values: &[f16], scale: f32) -> Vec<f64> {
+    fn reference(q: &[f32], keys: &[f32], values: &[f32], scale: f32) -> Vec<f64> {
         let hd = q.len();
-        let s: Vec<f64> = keys.chunks(hd).map(|k| k.iter().zip(q).map(|(k, q)| k.to_f64() * *q as f64).sum::<f64>() * scale as f64).collect();
+        let s: Vec<f64> = keys.chunks(hd).map(|k| k.iter().zip(q).map(|(k, q)| *k as f64 * *q as f64).sum::<f64>() * scale as f64).collect();
         let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
         let z: f64 = w.iter().sum();
-        (0..hd).map(|d| w.iter().zip(values.chunks(hd)).map(|(w, v)| w * v[d].to_f64()).sum::<f64>() / z).collect()
+        (0..hd).map(|d| w.iter().zip(values.chunks(hd)).map(|(w, v)| w * v[d] as f64).sum::<f64>() / z).collect()
     }
 
     #[test]
@@ -212,6 +240,7 @@ mod tests {
             let keys: Vec<f16> = (0..n * hd).map(|i| f(i, 0.37)).collect();
             let values: Vec<f16> = (0..n * hd).map(|i| f(i, 0.11)).collect();
             let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.7).cos()).collect();
+            let (keys, values): (Vec<f32>, Vec<f32>) = (keys.iter().map(|k| k.to_f32()).collect(), values.iter().map(|v| v.to_f32()).collect());
             let want = reference(&q, &keys, &values, 0.125);
             for start in [0usize, 3, 64, 100] {
                 let mut a = vec![0.0; hd];
