@@ -151,8 +151,7 @@ impl GgufFile {
             raw.push(RawTensor { name, dims, ty, offset });
         }
 
-        let data_offset = align_up(r.pos as u64, alignment)
-            .ok_or_else(|| GgufError::BadAlignment(alignment))?;
+        let data_offset = align_up(r.pos as u64, alignment).ok_or(GgufError::BadAlignment(alignment))?;
         // Files without tensors (vocabulary-only files) may end before the padding; others may not.
         let file_len = bytes.len() as u64;
         if !raw.is_empty() && data_offset > file_len {

@@ -21,10 +21,10 @@ impl GgufWriter {
 
     /// Add a metadata entry (`general.alignment` also sets the alignment used for the data section).
     pub fn meta(&mut self, key: &str, value: Value) -> &mut Self {
-        if key == "general.alignment" {
-            if let Some(a) = value.as_u64() {
-                self.alignment = a.max(1);
-            }
+        if key == "general.alignment"
+            && let Some(a) = value.as_u64()
+        {
+            self.alignment = a.max(1);
         }
         self.metadata.push((key.to_string(), value));
         self

@@ -49,7 +49,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     for (&s, &p) in step.seq.iter().zip(&step.pos) {
         span[s] = (span[s].0.min(first_visible(p)), span[s].1.max(p + 1));
     }
-    let kv: Vec<Vec<(usize, Vec<f32>, Vec<f32>)>> = step
+    let kv: Vec<Vec<WideHead>> = step
         .seqs
         .iter()
         .zip(&span)
@@ -57,7 +57,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
             if lo >= hi {
                 return Vec::new();
             }
-            (0..n_kv).map(|g| widen(&sq.cache, layer, g, lo..hi)).collect()
+            (0..n_kv).map(|g| widen(sq.cache, layer, g, lo..hi)).collect()
         })
         .collect();
 
@@ -78,8 +78,11 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     out
 }
 
-/// Keys and values of one kv head over `range`, as f32: (first position, keys, values).
-fn widen(cache: &KvCache, layer: usize, g: usize, range: std::ops::Range<usize>) -> (usize, Vec<f32>, Vec<f32>) {
+/// One kv head's keys and values from a first position on, as f32: (first position, keys, values).
+type WideHead = (usize, Vec<f32>, Vec<f32>);
+
+/// Keys and values of one kv head over `range`, widened to f32.
+fn widen(cache: &KvCache, layer: usize, g: usize, range: std::ops::Range<usize>) -> WideHead {
     use half::slice::HalfFloatSliceExt;
     let lo = range.start;
     let (k, v) = cache.head(layer, g, range);

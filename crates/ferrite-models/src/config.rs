@@ -64,10 +64,10 @@ impl Hparams<'_> {
         let n_heads = self.usize("attention.head_count")?;
         let n_kv_heads = self.opt_usize("attention.head_count_kv")?.unwrap_or(n_heads);
         let head_dim = self.opt_usize("attention.key_length")?.unwrap_or(dim / n_heads);
-        if let Some(v) = self.opt_usize("attention.value_length")? {
-            if v != head_dim {
-                return Err(ModelError::BadHparam { key: self.key("attention.value_length"), problem: format!("{v} differs from key length {head_dim}") });
-            }
+        if let Some(v) = self.opt_usize("attention.value_length")?
+            && v != head_dim
+        {
+            return Err(ModelError::BadHparam { key: self.key("attention.value_length"), problem: format!("{v} differs from key length {head_dim}") });
         }
         if n_heads % n_kv_heads != 0 {
             return Err(ModelError::BadHparam { key: self.key("attention.head_count_kv"), problem: format!("{n_kv_heads} does not divide {n_heads} heads") });

@@ -84,10 +84,13 @@ fn chat_template(lm: &LoadedModel, src: &str) -> Result<ChatTemplate> {
 fn tokenize_prompt(lm: &LoadedModel, text: &str) -> Vec<u32> {
     let tok = &lm.tokenizer;
     let mut ids = tok.encode(text, true, true);
-    if let (Some(bos), true) = (tok.bos(), ids.len() >= 2) {
-        if tok.add_bos() && ids[0] == bos && ids[1] == bos {
-            ids.remove(0);
-        }
+    if let Some(bos) = tok.bos()
+        && tok.add_bos()
+        && ids.len() >= 2
+        && ids[0] == bos
+        && ids[1] == bos
+    {
+        ids.remove(0);
     }
     ids
 }
