@@ -84,9 +84,10 @@ pub fn generate(
 
     let t0 = Instant::now();
     let mut logits = Vec::new();
-    for chunk in prompt[common..].chunks(PREFILL_CHUNK) {
-        let last = chunk.as_ptr_range().end == prompt.as_ptr_range().end;
-        let want = if last { Logits::Last } else { Logits::None };
+    let rest = &prompt[common..];
+    let n_chunks = rest.len().div_ceil(PREFILL_CHUNK);
+    for (i, chunk) in rest.chunks(PREFILL_CHUNK).enumerate() {
+        let want = if i + 1 == n_chunks { Logits::Last } else { Logits::None };
         logits = model.forward(&mut [SeqBatch { tokens: chunk, cache, logits: want }])?;
         cached.extend_from_slice(chunk);
     }
