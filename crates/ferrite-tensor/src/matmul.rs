@@ -228,22 +228,6 @@ mod tests {
     use crate::quant::{dequantize_row, quantize_row};
     use crate::testutil::*;
 
-    const TYPES: [DType; 13] = [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q2K,
-        DType::Q3K,
-        DType::Q4K,
-        DType::Q5K,
-        DType::Q6K,
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-    ];
-
     fn random_matrix(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
         let data: Vec<u8> = (0..rows).flat_map(|_| random_weight_row(dtype, cols, rng)).collect();
         QMatrix::from_vec(dtype, rows, cols, data).unwrap()
@@ -295,14 +279,14 @@ mod tests {
 
     #[test]
     fn matmul_one_token_matches_f64_reference() {
-        for dtype in TYPES {
+        for dtype in WEIGHT_TYPES {
             check(dtype, 67, 512, 1, 10);
         }
     }
 
     #[test]
     fn matmul_seven_tokens_matches_f64_reference() {
-        for dtype in TYPES {
+        for dtype in WEIGHT_TYPES {
             check(dtype, 45, 768, 7, 11);
         }
     }

@@ -6,6 +6,23 @@ use crate::DType;
 use crate::quant::{dequantize_row, row_bytes};
 
 /// SplitMix64: tiny, good enough to make test data.
+/// Every type the kernels compute with as a weight (quantized, then plain).
+pub const WEIGHT_TYPES: [DType; 13] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+];
+
 pub struct Rng(u64);
 
 impl Rng {

@@ -5,22 +5,6 @@
 use super::*;
 use crate::testutil::*;
 
-const WEIGHT_TYPES: [DType; 13] = [
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q2K,
-    DType::Q3K,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-];
-
 /// Row lengths to try: single blocks (where one wrong element stands out far above the tolerance), odd
 /// block counts, model-sized rows, and for plain types every tail length of the SIMD loops.
 fn lengths(dtype: DType) -> &'static [usize] {
