@@ -1,47 +1,60 @@
-//! Stop strings over streamed text. Generated text arrives in pieces; a stop string may straddle
-//! pieces, so any tail that could still become a stop string is held back until it is decided.
+//! Stop strings over streamed text. Generated text arrives in pieces and a stop string may straddle
+//! pieces, so [`StopMatcher`] holds back any tail that could still grow into a stop string until the
+//! next piece decides it. Text before the first stop string is emitted; the stop string and everything
+//! after it are not.
+//!
+//! ```
+//! use ferrite_engine::stop::StopMatcher;
+//!
+//! let mut m = StopMatcher::new(&["</answer>"]);
+//! assert_eq!(m.push("42 </ans").text, "42 "); // "</ans" is held back
+//! let out = m.push("wer> and more");
+//! assert!(out.stopped);
+//! assert_eq!(out.text, "");
+//! ```
 
 /// The outcome of pushing one piece.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StopOutput {
     /// Text that is safe to emit now.
     pub text: String,
-    /// A stop string was found: `text` ends right before it and generation should end.
+    /// A stop string was found: `text` ends right before it, and generation should end.
     pub stopped: bool,
 }
 
-/// Finds the first occurrence of any stop string in a stream of text pieces.
+/// Finds the first occurrence of any of its stop strings in a stream of text pieces.
 #[derive(Clone, Debug, Default)]
 pub struct StopMatcher {
     stops: Vec<String>,
+    /// Pushed text not yet emitted: a suffix that is a proper prefix of some stop string.
     held: String,
     stopped: bool,
 }
 
 impl StopMatcher {
-    /// Empty stop strings are ignored.
-    pub fn new(stops: &[String]) -> StopMatcher {
-        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new(), stopped: false }
+    /// A matcher for `stops`; empty strings are ignored, and with none every piece passes straight through.
+    pub fn new<S: AsRef<str>>(stops: &[S]) -> StopMatcher {
+        let stops = stops.iter().map(|s| s.as_ref()).filter(|s| !s.is_empty()).map(String::from).collect();
+        StopMatcher { stops, held: String::new(), stopped: false }
     }
 
-    /// Add a piece of generated text.
+    /// Add a piece of generated text. After a stop, further pieces are swallowed.
     pub fn push(&mut self, piece: &str) -> StopOutput {
         if self.stopped {
             return StopOutput { text: String::new(), stopped: true };
         }
         self.held.push_str(piece);
-        // The earliest complete stop string ends the text.
+        // The earliest stop string in the text ends it. Only `held` needs searching: what was emitted
+        // before contained no stop string and no start of one that could still complete.
         if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
             self.stopped = true;
             let mut text = std::mem::take(&mut self.held);
             text.truncate(at);
             return StopOutput { text, stopped: true };
         }
-        // Hold back the longest suffix that is a proper prefix of some stop string.
         let keep = self.stops.iter().map(|s| longest_suffix_prefix(&self.held, s)).max().unwrap_or(0);
-        let emit = self.held.len() - keep;
-        let text = self.held[..emit].to_string();
-        self.held.drain(..emit);
+        let text = self.held[..self.held.len() - keep].to_string();
+        self.held.drain(..text.len());
         StopOutput { text, stopped: false }
     }
 
@@ -51,18 +64,23 @@ impl StopMatcher {
     }
 }
 
-/// Length of the longest suffix of `text` that is a proper prefix of `stop`, on a char boundary.
+/// Length in bytes of the longest suffix of `text` that is a proper prefix of `stop`. A suffix starts on
+/// a char boundary of `text`, and matching `stop`'s bytes then ends on one of `stop`'s too.
 fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
-    let max = text.len().min(stop.len().saturating_sub(1));
-    (1..=max).rev().find(|&n| text.is_char_boundary(text.len() - n) && stop.as_bytes().starts_with(&text.as_bytes()[text.len() - n..])).unwrap_or(0)
+    let max = text.len().min(stop.len() - 1);
+    (1..=max)
+        .rev()
+        .find(|&n| text.is_char_boundary(text.len() - n) && stop.as_bytes().starts_with(&text.as_bytes()[text.len() - n..]))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Push `pieces` until a stop; return what each push emitted, whether it stopped, and `finish()`.
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool, String) {
-        let mut m = StopMatcher::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut m = StopMatcher::new(stops);
         let mut out = Vec::new();
         let mut stopped = false;
         for p in pieces {
@@ -78,15 +96,22 @@ mod tests {
 
     #[test]
     fn no_stops_pass_everything_at_once() {
-        assert_eq!(run(&[], &["a", "b"]), (vec!["a".into(), "b".into()], false, String::new()));
+        assert_eq!(run(&[], &["a", "<", "b"]), (vec!["a".into(), "<".into(), "b".into()], false, String::new()));
+        assert_eq!(run(&[""], &["a"]), (vec!["a".into()], false, String::new()), "an empty stop string is ignored");
     }
 
     #[test]
     fn stop_split_across_pieces() {
-        let (out, stopped, rest) = run(&["</end>"], &["hello </", "en", "d> more"]);
+        let (out, stopped, rest) = run(&["</end>"], &["hello </", "en", "d> more", "never seen"]);
         assert_eq!(out, vec!["hello ", "", ""]);
         assert!(stopped);
         assert_eq!(rest, "");
+    }
+
+    #[test]
+    fn stop_inside_one_piece_and_at_the_start() {
+        assert_eq!(run(&["STOP"], &["abSTOPcd"]), (vec!["ab".into()], true, String::new()));
+        assert_eq!(run(&["STOP"], &["STOP"]), (vec!["".into()], true, String::new()));
     }
 
     #[test]
@@ -94,18 +119,31 @@ mod tests {
         let (out, stopped, rest) = run(&["STOP"], &["ST", "x", "S"]);
         assert_eq!(out, vec!["", "STx", ""]);
         assert!(!stopped);
-        assert_eq!(rest, "S");
+        assert_eq!(rest, "S", "finish flushes what was held back");
+        // A held prefix that turns into another, later one: "SST" keeps "ST".
+        let (out, _, rest) = run(&["STOP"], &["S", "ST", "OX"]);
+        assert_eq!(out, vec!["", "S", "STOX"]);
+        assert_eq!(rest, "");
     }
 
     #[test]
-    fn earliest_of_several_stops_wins() {
+    fn several_stops_earliest_wins() {
         let (out, stopped, _) = run(&["bb", "a b"], &["xa bb"]);
         assert_eq!(out, vec!["x"]);
         assert!(stopped);
-        // Overlapping prefixes: "ab" is held as a possible "abc" until "x" decides it.
+        // "bc" completes inside a held "abc…" that could still have become "abcd".
+        assert_eq!(run(&["abcd", "bc"], &["ab", "c"]), (vec!["".into(), "a".into()], true, String::new()));
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_held_for_the_longest() {
+        // "ab" is held as a possible "abc" (and "b" as a possible "bd") until "x" decides both.
         let (out, stopped, rest) = run(&["abc", "bd"], &["ab", "x"]);
         assert_eq!(out, vec!["", "abx"]);
         assert!(!stopped && rest.is_empty());
+        let (out, stopped, _) = run(&["abc", "bd"], &["ab", "d"]);
+        assert_eq!(out, vec!["", "a"]);
+        assert!(stopped);
     }
 
     #[test]
@@ -116,5 +154,7 @@ mod tests {
         let (out, _, rest) = run(&["\u{1F600}x"], &["a\u{1F600}"]);
         assert_eq!(out, vec!["a"]);
         assert_eq!(rest, "\u{1F600}");
+        // "é" (C3 A9) and "ê" (C3 AA) share a first byte; a suffix is never cut inside a char.
+        assert_eq!(run(&["ê"], &["é", "e"]), (vec!["é".into(), "e".into()], false, String::new()));
     }
 }
