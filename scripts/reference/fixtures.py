@@ -4,6 +4,7 @@
   fixtures.py perplexity LOG MODEL_FILE TEXT_FILE N_TOKENS_JSON COMMAND... > perplexity.json
   fixtures.py compare-logits REF.json OTHER.json NAME            (prints one JSON object)
   fixtures.py variants OUT.json REF.json NAME=OTHER.json...       (writes logits_variants.json)
+  fixtures.py greedy-variants OUT.json REF.json NAME=OTHER.json... (writes greedy_variants.json)
   fixtures.py readme README.md DIR...                              (refreshes the generated sections)
 """
 import hashlib
@@ -39,6 +40,8 @@ def perplexity(log_path, model_file, text_file, tokens_json, command):
     kv_unified = re.search(r"kv_unified\s+= (\w+)", log)
     n_ubatch = re.search(r"n_ubatch\s+= (\d+)", log)
     n_ctx_total = re.search(r"llama_context: n_ctx\s+= (\d+)", log)
+    repack = re.search(r"CPU_REPACK model buffer size =\s*([0-9.]+) MiB", log)
+    wtypes = {t: int(n) for t, n in re.findall(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors", log)}
     text = open(text_file, "rb").read()
     toks = json.load(open(tokens_json))
     first = n_ctx // 2
@@ -75,6 +78,9 @@ def perplexity(log_path, model_file, text_file, tokens_json, command):
             "flash_attn": fa_req.group(1) if fa_req else None,
             "flash_attn_resolved": fa,
             "swa_full": False,
+            "use_extra_bufts": True,
+            "repack_buffer_mib": float(repack.group(1)) if repack else 0.0,
+            "weight_types": wtypes,
             "add_special": True,
             "parse_special": False,
             "bos_per_chunk": "the first token of every chunk is replaced by BOS when the model's add_bos is true",
@@ -95,18 +101,23 @@ def compare(ref, other):
     max_lp = 0.0
     top1 = 0
     same_top10 = 0
+    per_pos = []
     for pa, pb in zip(a["positions"], b["positions"]):
         lb = dict(zip(pb["top_ids"], pb["top_logits"]))
+        pos_max = 0.0
         for t, v in zip(pa["top_ids"], pa["top_logits"]):
             if t in lb:
+                pos_max = max(pos_max, abs(v - lb[t]))
                 max_top = max(max_top, abs(v - lb[t]))
                 max_lp = max(max_lp, abs((v - pa["logsumexp"]) - (lb[t] - pb["logsumexp"])))
+        per_pos.append(pos_max)
         max_lse = max(max_lse, abs(pa["logsumexp"] - pb["logsumexp"]))
         top1 += pa["top_ids"][0] == pb["top_ids"][0]
         same_top10 += pa["top_ids"] == pb["top_ids"]
     return {
         "settings": {k: v for k, v in b["settings"].items() if a["settings"].get(k) != v},
         "max_abs_diff_top10_logit": max_top,
+        "median_over_positions_of_max_abs_diff_top10_logit": sorted(per_pos)[len(per_pos) // 2],
         "max_abs_diff_top10_logprob": max_lp,
         "max_abs_diff_logsumexp": max_lse,
         "top1_agree": top1,
@@ -120,11 +131,42 @@ def variants(out, ref, pairs):
     res = {"format": "ferrite-reference-logits-variants/1",
            "comment": "logits.json compared with the same run under other llama.cpp settings: how far two legitimate "
                       "llama.cpp configurations differ (a floor for Ferrite's tolerances). Differences are over the "
-                      "reference's top-10 ids; logprob = logit - logsumexp.",
+                      "reference's top-10 ids (ids missing from the other run's top 10 are skipped); logprob = logit - logsumexp.",
            "reference": os.path.basename(ref), "variants": {}}
     for p in pairs:
         name, path = p.split("=", 1)
         res["variants"][name] = compare(ref, path)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+
+
+def greedy_variants(out, ref, pairs):
+    a = json.load(open(ref))
+    res = {"format": "ferrite-reference-greedy-variants/1",
+           "comment": "greedy.json redone under other llama.cpp settings. Per prompt: the first step where the "
+                      "generated ids differ (null: identical), and the reference's top-2 gap at that step.",
+           "reference": os.path.basename(ref), "variants": {}}
+    for p in pairs:
+        name, path = p.split("=", 1)
+        b = json.load(open(path))
+        bp = {q["id"]: q for q in b["prompts"]}
+        rows = []
+        for q in a["prompts"]:
+            o = bp[q["id"]]
+            assert o["prompt_ids"] == q["prompt_ids"]
+            ga, gb = q["generated_ids"], o["generated_ids"]
+            first = next((i for i in range(min(len(ga), len(gb))) if ga[i] != gb[i]), None)
+            if first is None and len(ga) != len(gb):
+                first = min(len(ga), len(gb))
+            rows.append({"id": q["id"], "first_divergence": first,
+                         "ref_gap_at_divergence": q["top2_gaps"][first] if first is not None and first < len(ga) else None})
+        res["variants"][name] = {
+            "settings": {k: v for k, v in b["settings"].items() if a["settings"].get(k) != v},
+            "identical_prompts": sum(r["first_divergence"] is None for r in rows),
+            "n_prompts": len(rows),
+            "prompts": rows,
+        }
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
         f.write("\n")
@@ -161,6 +203,23 @@ def readme(path, dirs):
             chunks, tokens = q["n_chunks"], q["n_tokens"]
         summary.append(f"| {short} | {len(g['prompts'])} | {n_gen} | {n_eog} | {min(x[0] for x in gaps):.3g} | "
                        f"{len(small)} | {ppl} | {chunks} | {tokens} |")
+    var = ["| model | variant | top-10 logit Δ median / max | logprob Δ max | logsumexp Δ max | top-1 agree | "
+           "greedy prompts identical |", "|---|---|---|---|---|---|---|"]
+    for d in dirs:
+        short = os.path.basename(os.path.normpath(d))
+        lv = os.path.join(d, "logits_variants.json")
+        gv = os.path.join(d, "greedy_variants.json")
+        if not os.path.exists(lv):
+            continue
+        lvj = json.load(open(lv))["variants"]
+        gvj = json.load(open(gv))["variants"] if os.path.exists(gv) else {}
+        for name, v in lvj.items():
+            g = gvj.get(name)
+            gs = f"{g['identical_prompts']} / {g['n_prompts']}" if g else "-"
+            var.append(f"| {short} | {name} | {v['median_over_positions_of_max_abs_diff_top10_logit']:.3g} / "
+                       f"{v['max_abs_diff_top10_logit']:.3g} | {v['max_abs_diff_top10_logprob']:.3g} | "
+                       f"{v['max_abs_diff_logsumexp']:.3g} | {v['top1_agree']} / {v['n_positions']} | {gs} |")
+    text = replace_section(text, "variation", "\n".join(var) + "\n")
     tie_body = (f"{len(ties)} step(s) in all have a top-2 gap below {TIE_EPS:g}"
                 + (":\n\n| model | prompt | step (0-based) | chosen id | gap |\n|---|---|---|---|---|\n" + "\n".join(ties)
                    if ties else " -- none: every greedy step is decided by a clear margin.") + "\n")
@@ -178,6 +237,8 @@ def main():
         print(json.dumps(compare(sys.argv[2], sys.argv[3]), indent=1))
     elif cmd == "variants":
         variants(sys.argv[2], sys.argv[3], sys.argv[4:])
+    elif cmd == "greedy-variants":
+        greedy_variants(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif cmd == "readme":
         readme(sys.argv[2], sys.argv[3:])
     else:

@@ -2,7 +2,8 @@
 # Regenerate the llama.cpp reference fixtures under tests/reference/ (see tests/reference/README.md).
 #
 #   scripts/reference/generate.sh [MODEL_SHORT...]      default: smollm2 qwen05 gemma3
-#   STEPS="greedy logits variants perplexity" (default: all) selects what to regenerate.
+#   STEPS="greedy logits variants perplexity" (default: all) selects what to regenerate ("variants" needs
+#   greedy.json and logits.json).
 #
 # Needs the models (scripts/fetch-models.sh), llama.cpp (scripts/build-llama-cpp.sh, run here if needed) and
 # python3 (standard library only). Runs llama.cpp on the CPU with 2 threads; takes tens of minutes on 2 cores.
@@ -32,6 +33,7 @@ model_file() {
     *) echo "unknown model short name $1" >&2; exit 1 ;;
   esac
 }
+to() { local o=$1 e=$2; shift 2; "$@" > "$o" 2> "$e"; }  # to STDOUT_FILE STDERR_FILE CMD...
 has() { case " $steps " in *" $1 "*) return 0 ;; esac; return 1; }
 timed() {  # timed NAME CMD... : run, log wall time to stderr and to the timings file
   local name=$1 t0 t1; shift
@@ -55,20 +57,28 @@ for short in $shorts; do
       "$tool" "$model" "$logits_text" "$n_logits" "$out/logits.json" "$log_dir/$short-logits.log"
   fi
   if has variants; then
-    # the same logits under other legitimate llama.cpp settings: flash attention off, 1 thread
-    timed "$short logits fa-off" sh -c '"$1" --fa off logits "$2" "$3" "$4" > "$5" 2>/dev/null' _ \
-      "$tool" "$model" "$logits_text" "$n_logits" "$log_dir/$short-logits-fa-off.json"
-    timed "$short logits 1-thread" sh -c '"$1" --threads 1 logits "$2" "$3" "$4" > "$5" 2>/dev/null' _ \
-      "$tool" "$model" "$logits_text" "$n_logits" "$log_dir/$short-logits-t1.json"
-    python3 "$ref/fixtures.py" variants "$out/logits_variants.json" "$out/logits.json" \
-      "flash_attn_off=$log_dir/$short-logits-fa-off.json" "threads_1=$log_dir/$short-logits-t1.json"
+    # the same logits under other legitimate llama.cpp settings (see logits_variants.json in the README)
+    vs=()
+    for v in "flash_attn_off:--fa off" "kv_f32_flash_attn_off:--fa off --kv f32" "ubatch_1:--ubatch 1" "threads_1:--threads 1"; do
+      name=${v%%:*}
+      # shellcheck disable=SC2086
+      timed "$short logits $name" to "$log_dir/$short-logits-$name.json" /dev/null \
+        "$tool" ${v#*:} logits "$model" "$logits_text" "$n_logits"
+      vs+=("$name=$log_dir/$short-logits-$name.json")
+    done
+    python3 "$ref/fixtures.py" variants "$out/logits_variants.json" "$out/logits.json" "${vs[@]}"
+    timed "$short greedy flash_attn_off" to "$log_dir/$short-greedy-flash_attn_off.json" /dev/null \
+      "$tool" --fa off greedy "$model" "$ref/prompts.json" "$n_predict" "$short"
+    python3 "$ref/fixtures.py" greedy-variants "$out/greedy_variants.json" "$out/greedy.json" \
+      "flash_attn_off=$log_dir/$short-greedy-flash_attn_off.json"
   fi
   if has perplexity; then
     "$tool" tokens "$model" "$ppl_text" > "$log_dir/$short-ppl-tokens.json" 2>/dev/null
-    timed "$short perplexity" sh -c '"$1" -m "$2" -f "$3" -c 512 -t 2 > "$4" 2>&1' _ \
+    # -lv 4 only makes the log verbose enough to record the resolved settings (flash attention, n_ubatch, ...)
+    timed "$short perplexity" sh -c '"$1" -m "$2" -f "$3" -c 512 -t 2 -lv 4 > "$4" 2>&1' _ \
       "$bin/llama-perplexity" "$model" "$ppl_text" "$log_dir/$short-perplexity.log"
     python3 "$ref/fixtures.py" perplexity "$log_dir/$short-perplexity.log" "$model" "$ppl_text" \
-      "$log_dir/$short-ppl-tokens.json" llama-perplexity -m "$(basename "$model")" -f ppl.txt -c 512 -t 2 \
+      "$log_dir/$short-ppl-tokens.json" llama-perplexity -m "$(basename "$model")" -f ppl.txt -c 512 -t 2 -lv 4 \
       > "$out/perplexity.json.tmp"
     mv "$out/perplexity.json.tmp" "$out/perplexity.json"
   fi

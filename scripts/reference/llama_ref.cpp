@@ -183,6 +183,13 @@ std::string flash_attn_resolved(const options & o) {
     return "unknown";
 }
 
+// Size of the weights llama.cpp repacked for its CPU kernels ("CPU_REPACK model buffer size = X MiB"), 0 if none.
+double repack_mib() {
+    const std::string key = "CPU_REPACK model buffer size =";
+    const size_t p = g_log.find(key);
+    return p == std::string::npos ? 0.0 : atof(g_log.c_str() + p + key.size());
+}
+
 std::vector<llama_token> tokenize(const session & s, const std::string & text, bool add_special, bool parse_special) {
     int n = -llama_tokenize(s.vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, parse_special);
     if (n < 0) n = -n;  // a zero-token text returns 0
@@ -226,6 +233,7 @@ std::string settings_json(const session & s, const options & o, bool add_special
     j += std::string(",\"swa_full\":") + (c.swa_full ? "true" : "false");
     j += std::string(",\"kv_unified\":") + (c.kv_unified ? "true" : "false");
     j += std::string(",\"use_extra_bufts\":") + (s.mparams.use_extra_bufts ? "true" : "false");
+    j += ",\"repack_buffer_mib\":" + fmt_f(repack_mib());
     j += ",\"n_gpu_layers\":0";
     j += std::string(",\"add_special\":") + (add_special ? "true" : "false");
     j += std::string(",\"parse_special\":") + (parse_special ? "true" : "false");
