@@ -119,35 +119,35 @@ impl Gemma3 {
 
     /// Logits (n_out, vocab) for the step's output rows.
     pub(crate) fn forward(&self, step: &mut Step) -> Result<Vec<f32>, ModelError> {
-        let (cfg, n) = (&self.cfg, step.n_rows());
+        let (cfg, seqs) = (&self.cfg, step.seq_tokens()); // seqs: rows per sequence
         let mut x = layers::embed(&self.embed, step.tokens())?; // (n, dim)
         let scale = (cfg.dim as f32).sqrt();
         x.iter_mut().for_each(|v| *v *= scale);
         for (i, layer) in self.layers.iter().enumerate() {
             let mut h = x.clone();
             ops::rms_norm(&mut h, &layer.attn_norm, cfg.norm_eps);
-            let mut q = layer.wq.forward(&h, n)?;
-            let mut k = layer.wk.forward(&h, n)?;
-            let v = layer.wv.forward(&h, n)?;
+            let mut q = layer.wq.forward(&h, &seqs)?;
+            let mut k = layer.wk.forward(&h, &seqs)?;
+            let v = layer.wv.forward(&h, &seqs)?;
             ops::rms_norm(&mut q, &layer.q_norm, cfg.norm_eps); // per head: rows of hd
             ops::rms_norm(&mut k, &layer.k_norm, cfg.norm_eps);
             let attn = layers::attention(step, cfg, i, &mut q, &mut k, &v);
-            let mut a = layer.wo.forward(&attn, n)?;
+            let mut a = layer.wo.forward(&attn, &seqs)?;
             ops::rms_norm(&mut a, &layer.attn_post_norm, cfg.norm_eps);
             ops::add_assign(&mut x, &a);
 
             let mut h = x.clone();
             ops::rms_norm(&mut h, &layer.ffn_norm, cfg.norm_eps);
-            let mut g = layer.gate.forward(&h, n)?; // (n, ffn)
-            ops::geglu(&mut g, &layer.up.forward(&h, n)?);
-            let mut f = layer.down.forward(&g, n)?;
+            let mut g = layer.gate.forward(&h, &seqs)?; // (n, ffn)
+            ops::geglu(&mut g, &layer.up.forward(&h, &seqs)?);
+            let mut f = layer.down.forward(&g, &seqs)?;
             ops::rms_norm(&mut f, &layer.ffn_post_norm, cfg.norm_eps);
             ops::add_assign(&mut x, &f);
         }
-        let rows = step.output_rows();
+        let (rows, out_seqs) = step.output_rows();
         let mut x = layers::select_rows(&x, cfg.dim, &rows);
         ops::rms_norm(&mut x, &self.norm, cfg.norm_eps);
-        let mut logits = self.output.forward(&x, rows.len())?;
+        let mut logits = self.output.forward(&x, &out_seqs)?;
         if self.softcap > 0.0 {
             logits.iter_mut().for_each(|v| *v = (*v / self.softcap).tanh() * self.softcap);
         }

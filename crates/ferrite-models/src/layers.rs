@@ -62,10 +62,12 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    /// x: (n, cols) → (n, rows).
-    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+    /// x: (n, cols) → (n, rows), where the n rows are `seq_tokens[0]` rows of the first sequence, then
+    /// the second's, … (the kernels pick their accumulation order per sequence: see `matmul_seqs`).
+    pub fn forward(&self, x: &[f32], seq_tokens: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let n: usize = seq_tokens.iter().sum();
         let mut y = vec![0.0; n * self.w.rows()];
-        matmul::matmul(&self.w, x, n, &mut y).map_err(ModelError::Compute)?;
+        matmul::matmul_seqs(&self.w, x, seq_tokens, &mut y).map_err(ModelError::Compute)?;
         if let Some(b) = &self.b {
             ops::add_bias(&mut y, b);
         }
@@ -123,13 +125,19 @@ impl<'a, 'b> Step<'a, 'b> {
         self.seq.len()
     }
 
+    /// How many rows each sequence brings, in batch order.
+    pub fn seq_tokens(&self) -> Vec<usize> {
+        self.seqs.iter().map(|s| s.tokens.len()).collect()
+    }
+
     pub fn tokens(&self) -> impl Iterator<Item = u32> + '_ {
         self.seqs.iter().flat_map(|s| s.tokens.iter().copied())
     }
 
-    /// The rows whose logits were asked for, in batch order.
-    pub fn output_rows(&self) -> Vec<usize> {
+    /// The rows whose logits were asked for, in batch order, and how many of them each sequence has.
+    pub fn output_rows(&self) -> (Vec<usize>, Vec<usize>) {
         let mut rows = Vec::new();
+        let mut counts = Vec::new();
         let mut start = 0;
         for s in self.seqs.iter() {
             let n = s.tokens.len();
@@ -139,9 +147,10 @@ impl<'a, 'b> Step<'a, 'b> {
                 Logits::Last => {}
                 Logits::All => rows.extend(start..start + n),
             }
+            counts.push(rows.len() - counts.iter().sum::<usize>());
             start += n;
         }
-        rows
+        (rows, counts)
     }
 
     /// Mark the new tokens as cached.

@@ -87,26 +87,26 @@ impl Llama {
 
     /// Logits (n_out, vocab) for the step's output rows.
     pub(crate) fn forward(&self, step: &mut Step) -> Result<Vec<f32>, ModelError> {
-        let (cfg, n) = (&self.cfg, step.n_rows());
+        let (cfg, seqs) = (&self.cfg, step.seq_tokens()); // seqs: rows per sequence
         let mut x = layers::embed(&self.embed, step.tokens())?; // (n, dim)
         for (i, layer) in self.layers.iter().enumerate() {
             let mut h = x.clone();
             ops::rms_norm(&mut h, &layer.attn_norm, cfg.norm_eps);
-            let mut q = layer.wq.forward(&h, n)?;
-            let mut k = layer.wk.forward(&h, n)?;
-            let v = layer.wv.forward(&h, n)?;
+            let mut q = layer.wq.forward(&h, &seqs)?;
+            let mut k = layer.wk.forward(&h, &seqs)?;
+            let v = layer.wv.forward(&h, &seqs)?;
             let attn = layers::attention(step, cfg, i, &mut q, &mut k, &v); // (n, heads·hd)
-            ops::add_assign(&mut x, &layer.wo.forward(&attn, n)?);
+            ops::add_assign(&mut x, &layer.wo.forward(&attn, &seqs)?);
 
             let mut h = x.clone();
             ops::rms_norm(&mut h, &layer.ffn_norm, cfg.norm_eps);
-            let mut g = layer.gate.forward(&h, n)?; // (n, ffn)
-            ops::swiglu(&mut g, &layer.up.forward(&h, n)?);
-            ops::add_assign(&mut x, &layer.down.forward(&g, n)?);
+            let mut g = layer.gate.forward(&h, &seqs)?; // (n, ffn)
+            ops::swiglu(&mut g, &layer.up.forward(&h, &seqs)?);
+            ops::add_assign(&mut x, &layer.down.forward(&g, &seqs)?);
         }
-        let rows = step.output_rows();
+        let (rows, out_seqs) = step.output_rows();
         let mut x = layers::select_rows(&x, cfg.dim, &rows);
         ops::rms_norm(&mut x, &self.norm, cfg.norm_eps);
-        self.output.forward(&x, rows.len())
+        self.output.forward(&x, &out_seqs)
     }
 }

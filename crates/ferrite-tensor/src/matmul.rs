@@ -10,8 +10,9 @@
 //!    rows at a time, taking its dot product with every token before moving on — so each weight byte is
 //!    read from memory once per call, whatever the number of tokens (decode is memory-bound).
 //!
-//! Each output is one [`vec_dot`](crate::quant::vec_dot) call, so results do not depend on the number of
-//! threads or tokens.
+//! Each output is one dot product in the accumulation order ggml would use for this matrix and the
+//! sequence the token belongs to ([`accumulation`]), so results do not depend on the number of threads,
+//! nor on which other sequences share the call.
 
 use std::cell::Cell;
 use std::fmt;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::quant::{self, row_bytes, vec_dot_type};
+use crate::quant::{self, Accumulation, accumulation, row_bytes, vec_dot_type};
 use crate::{DType, TensorError};
 
 /// Bytes that back a matrix: a memory map, a `Vec<u8>`, anything that can be shared across threads.
@@ -141,9 +142,21 @@ fn keep<T>(cell: &'static std::thread::LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
 
 /// `y = x · Wᵀ`: `x` is `[n, cols]` f32 row-major, `y` is `[n, rows]`;
 /// `y[t][r] = Σ_c W[r][c] · x[t][c]`, with `x` quantized to `vec_dot_type(W.dtype())` first.
+/// The `n` rows are one sequence's tokens; [`matmul_seqs`] takes several sequences.
 ///
 /// Runs on the current rayon pool, for any `n` (including 1).
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), TensorError> {
+    matmul_seqs(w, x, &[n], y)
+}
+
+/// [`matmul`] over the rows of several sequences at once: the first `seq_tokens[0]` rows of `x` belong to
+/// the first sequence, and so on (`n = Σ seq_tokens`).
+///
+/// The accumulation order of K-quant dot products depends on how many tokens a sequence brings (see
+/// [`accumulation`]), decided here per sequence, so each sequence gets exactly the bits [`matmul`] would
+/// give it alone, whatever it is batched with.
+pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) -> Result<(), TensorError> {
+    let n = seq_tokens.iter().try_fold(0usize, |a, &t| a.checked_add(t)).ok_or(TensorError::Overflow { what: "tokens" })?;
     let (rows, cols) = (w.rows, w.cols);
     let x_len = n.checked_mul(cols).ok_or(TensorError::Overflow { what: "activations" })?;
     let y_len = n.checked_mul(rows).ok_or(TensorError::Overflow { what: "outputs" })?;
@@ -162,6 +175,8 @@ pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), Ten
     }
 
     let kernels = quant::kernels();
+    let orders: Vec<Accumulation> =
+        seq_tokens.iter().flat_map(|&t| (0..t).map(move |i| accumulation(w.dtype, rows, t, i))).collect();
     let act = vec_dot_type(w.dtype);
     let x_row_bytes = row_bytes(act, cols)?;
 
@@ -196,7 +211,7 @@ pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), Ten
             for (t, xt) in xq.chunks_exact(x_row_bytes).enumerate() {
                 for r in t0..t1 {
                     let wr = &w_data[(r0 + r) * wrb..][..wrb];
-                    out[r * n + t] = quant::dot_unchecked(kernels, dtype, wr, xt, cols);
+                    out[r * n + t] = quant::dot_in_unchecked(kernels, orders[t], dtype, wr, xt, cols);
                 }
             }
         }
@@ -291,29 +306,49 @@ mod tests {
         }
     }
 
-    /// Each output is one `vec_dot` whatever the split, so thread count and token count never change a
-    /// bit of the result.
+    /// Each output is one dot product in its sequence's order whatever the split, so neither the thread
+    /// count nor the other sequences of a batch change a bit of a sequence's result.
     #[test]
     fn matmul_is_bitwise_independent_of_threads_and_batching() {
         let mut rng = Rng::new(12);
-        for dtype in [DType::Q4_0, DType::Q4K, DType::Q6K, DType::F16] {
-            let (rows, cols, n) = (300, 1024, 5);
+        let seqs = [3, 9, 1, 8];
+        let n: usize = seqs.iter().sum();
+        // Q4_K with 296 rows takes the row order, with 300 rows lanes or tiles by sequence length.
+        for (dtype, rows) in [(DType::Q4_0, 300), (DType::Q4K, 296), (DType::Q4K, 300), (DType::Q6K, 300), (DType::F16, 300)] {
+            let cols = 1024;
             let w = random_matrix(dtype, rows, cols, &mut rng);
             let x = rng.activations(n * cols);
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0.0f32; n * rows];
-                pool.install(|| matmul(&w, &x, n, &mut y)).unwrap();
+                pool.install(|| matmul_seqs(&w, &x, &seqs, &mut y)).unwrap();
                 y
             };
             let one = run(1);
             assert_eq!(one, run(3), "{dtype}: 1 vs 3 threads");
-            for t in 0..n {
-                let mut yt = vec![0.0f32; rows];
-                matmul(&w, &x[t * cols..][..cols], 1, &mut yt).unwrap();
-                assert_eq!(&one[t * rows..][..rows], &yt[..], "{dtype}: token {t} alone vs in a batch");
+            let mut t0 = 0;
+            for &len in &seqs {
+                let mut alone = vec![0.0f32; len * rows];
+                matmul(&w, &x[t0 * cols..][..len * cols], len, &mut alone).unwrap();
+                assert_eq!(&one[t0 * rows..][..len * rows], &alone[..], "{dtype} {rows} rows: sequence of {len} alone vs batched");
+                t0 += len;
             }
         }
+    }
+
+    /// The orders really differ (or the test above would prove nothing for K-quants): somewhere in a
+    /// model-sized matrix, the 8-token tiled result differs from the same token's 1-token result.
+    #[test]
+    fn sequence_length_picks_the_order() {
+        let mut rng = Rng::new(14);
+        let (rows, cols) = (64, 4864);
+        let w = random_matrix(DType::Q6K, rows, cols, &mut rng);
+        let x = rng.activations(8 * cols);
+        let mut eight = vec![0.0f32; 8 * rows];
+        matmul(&w, &x, 8, &mut eight).unwrap();
+        let mut first = vec![0.0f32; rows];
+        matmul(&w, &x[..cols], 1, &mut first).unwrap();
+        assert_ne!(&eight[..rows], &first[..], "tiled and lane orders agreed on every row");
     }
 
     #[test]

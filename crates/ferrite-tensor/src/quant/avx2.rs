@@ -22,6 +22,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
+use super::accumulate;
 use super::blocks::*;
 use crate::QK_K;
 
@@ -476,34 +477,109 @@ fn mins_x2(mn: [u8; 8]) -> __m256i {
     _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m))
 }
 
+/// One `Q4_K` super-block against its `Q8_K`: the scaled sub-block products in 8 i32 lanes, and the
+/// mins against the activation sums in 8 more. Exact integers; their lane sums are
+/// [`scalar::q4k_isums`](super::scalar::q4k_isums).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_lanes(bx: &BlockQ4K, by: &BlockQ8K) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+    let q4 = bx.qs.as_chunks::<32>().0;
+    let q8 = by.qs.as_chunks::<32>().0;
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        let bits = load_u8x32(&q4[j]);
+        let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, m4), load_i8x32(&q8[2 * j]));
+        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), load_i8x32(&q8[2 * j + 1]));
+        let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
+        let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
+    }
+    (sumi, msum)
+}
+
+/// [`scalar::q4k_isum_pairs`](super::scalar::q4k_isum_pairs), vectorised.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn q4k_isum_pairs(bx: &BlockQ4K, by: &BlockQ8K) -> [(i32, i32); 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    // Lane k: mn[k]·(bsums[2k] + bsums[2k+1]), so pair j is lanes 2j and 2j+1.
+    let mut mins = [0i32; 8];
+    // SAFETY: 32 writable bytes.
+    unsafe { _mm256_storeu_si256(mins.as_mut_ptr().cast(), _mm256_madd_epi16(mins_x2(mn), load_bsums(by))) };
+    let q4 = bx.qs.as_chunks::<32>().0;
+    let q8 = by.qs.as_chunks::<32>().0;
+    std::array::from_fn(|j| {
+        let bits = load_u8x32(&q4[j]);
+        let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, m4), load_i8x32(&q8[2 * j]));
+        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), load_i8x32(&q8[2 * j + 1]));
+        let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
+        let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
+        (hsum_epi32(_mm256_add_epi32(lo, hi)), mins[2 * j] + mins[2 * j + 1])
+    })
+}
+
+/// [`scalar::q4k_isums`](super::scalar::q4k_isums), vectorised.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn q4k_isums(bx: &BlockQ4K, by: &BlockQ8K) -> (i32, i32) {
+    let (sumi, msum) = q4k_lanes(bx, by);
+    (hsum_epi32(sumi), hsum_epi32(msum))
+}
+
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4k_q8k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
-    let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = _mm256_setzero_ps();
     let mut acc_min = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
         let (d, dmin) = scaled_pair(by.d, bx.d, bx.dmin);
-        let (sc, mn) = k4_scale_min(&bx.scales);
-        let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+        let (sumi, msum) = q4k_lanes(bx, by);
         acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc_min);
-
-        let q4 = bx.qs.as_chunks::<32>().0;
-        let q8 = by.qs.as_chunks::<32>().0;
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..4 {
-            let bits = load_u8x32(&q4[j]);
-            let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, m4), load_i8x32(&q8[2 * j]));
-            let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), load_i8x32(&q8[2 * j + 1]));
-            let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
-            let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
-        }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc) - hsum_ps(acc_min)
+}
+
+/// [`q4k_lanes`] for `Q5_K`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q5k_lanes(bx: &BlockQ5K, by: &BlockQ8K) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m1 = _mm256_set1_epi8(1);
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+    let hbits = load_u8x32(&bx.qh);
+    let q5 = bx.qs.as_chunks::<32>().0;
+    let q8 = by.qs.as_chunks::<32>().0;
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        let bits = load_u8x32(&q5[j]);
+        // Fifth bits of sub-blocks 2j and 2j+1, moved to bit 4 of each byte.
+        let h_lo = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32)), m1);
+        let h_hi = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1)), m1);
+        let q_lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h_lo));
+        let q_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), _mm256_slli_epi16::<4>(h_hi));
+        let lo = _mm256_maddubs_epi16(q_lo, load_i8x32(&q8[2 * j]));
+        let hi = _mm256_maddubs_epi16(q_hi, load_i8x32(&q8[2 * j + 1]));
+        let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
+        let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
+    }
+    (sumi, msum)
+}
+
+/// [`scalar::q5k_isums`](super::scalar::q5k_isums), vectorised.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn q5k_isums(bx: &BlockQ5K, by: &BlockQ8K) -> (i32, i32) {
+    let (sumi, msum) = q5k_lanes(bx, by);
+    (hsum_epi32(sumi), hsum_epi32(msum))
 }
 
 /// # Safety
@@ -511,82 +587,124 @@ pub unsafe fn vec_dot_q4k_q8k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m1 = _mm256_set1_epi8(1);
     let mut acc = _mm256_setzero_ps();
     let mut acc_min = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
         let (d, dmin) = scaled_pair(by.d, bx.d, bx.dmin);
-        let (sc, mn) = k4_scale_min(&bx.scales);
-        let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+        let (sumi, msum) = q5k_lanes(bx, by);
         acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc_min);
-
-        let hbits = load_u8x32(&bx.qh);
-        let q5 = bx.qs.as_chunks::<32>().0;
-        let q8 = by.qs.as_chunks::<32>().0;
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..4 {
-            let bits = load_u8x32(&q5[j]);
-            // Fifth bits of sub-blocks 2j and 2j+1, moved to bit 4 of each byte.
-            let h_lo = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32)), m1);
-            let h_hi = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1)), m1);
-            let q_lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h_lo));
-            let q_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), _mm256_slli_epi16::<4>(h_hi));
-            let lo = _mm256_maddubs_epi16(q_lo, load_i8x32(&q8[2 * j]));
-            let hi = _mm256_maddubs_epi16(q_hi, load_i8x32(&q8[2 * j + 1]));
-            let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
-            let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
-        }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc) - hsum_ps(acc_min)
 }
 
-/// Values are stored as `q + 32` in 0..64 (unsigned, fit for `vpmaddubsw`); the −32 is applied per
-/// sub-block as `−32·scale·bsum`.
-///
+/// One `Q6_K` super-block against its `Q8_K` in 8 exact i32 lanes (ggml's lane layout). Values are
+/// stored as `q + 32` in 0..64 (unsigned, fit for `vpmaddubsw`); the −32 is applied per sub-block as
+/// `−32·scale·bsum`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let pair = scale_pair_masks();
+    let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
+    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, load_bsums(by)));
+    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+
+    let sc = halves(scales16);
+    let ql = bx.ql.as_chunks::<32>().0;
+    let qh = bx.qh.as_chunks::<32>().0;
+    let q8 = by.qs.as_chunks::<32>().0;
+    for h in 0..2 {
+        let l0 = load_u8x32(&ql[2 * h]);
+        let l1 = load_u8x32(&ql[2 * h + 1]);
+        let hb = load_u8x32(&qh[h]);
+        // High bit pairs 0-1, 2-3, 4-5, 6-7 of `qh` become bits 4-5 of elements +0, +32, +64, +96.
+        let parts = [
+            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)))),
+            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)))),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), _mm256_and_si256(hb, _mm256_set1_epi8(0x30))),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xC0u8 as i8))),
+            ),
+        ];
+        for s in 0..4 {
+            let p = _mm256_maddubs_epi16(parts[s], load_i8x32(&q8[4 * h + s]));
+            let p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[h], pair[s]), p);
+            sumi = _mm256_add_epi32(sumi, p);
+        }
+    }
+    sumi
+}
+
+/// [`scalar::q6k_isum`](super::scalar::q6k_isum), vectorised.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn q6k_isum(bx: &BlockQ6K, by: &BlockQ8K) -> i32 {
+    hsum_epi32(q6k_lanes(bx, by))
+}
+
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
-    let m4 = _mm256_set1_epi8(0x0F);
-    let pair = scale_pair_masks();
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
         let d = scaled_x8(by.d, bx.d);
-        let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, load_bsums(by)));
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
-
-        let sc = halves(scales16);
-        let ql = bx.ql.as_chunks::<32>().0;
-        let qh = bx.qh.as_chunks::<32>().0;
-        let q8 = by.qs.as_chunks::<32>().0;
-        for h in 0..2 {
-            let l0 = load_u8x32(&ql[2 * h]);
-            let l1 = load_u8x32(&ql[2 * h + 1]);
-            let hb = load_u8x32(&qh[h]);
-            // High bit pairs 0-1, 2-3, 4-5, 6-7 of `qh` become bits 4-5 of elements +0, +32, +64, +96.
-            let parts = [
-                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)))),
-                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), _mm256_and_si256(hb, _mm256_set1_epi8(0x30))),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
-                    _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xC0u8 as i8))),
-                ),
-            ];
-            for s in 0..4 {
-                let p = _mm256_maddubs_epi16(parts[s], load_i8x32(&q8[4 * h + s]));
-                let p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[h], pair[s]), p);
-                sumi = _mm256_add_epi32(sumi, p);
-            }
-        }
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q6k_lanes(bx, by)), acc);
     }
     hsum_ps(acc)
+}
+
+// The row-wise accumulation orders of `super::accumulate`: the integer sums vectorised, the float
+// steps exactly as in the scalar versions (so both agree bit for bit).
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    accumulate::rows(x.iter().zip(y).map(|(bx, by)| {
+        let (isum, imin) = q4k_isums(bx, by);
+        (isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d)
+    }))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    accumulate::rows_by_64(x.iter().zip(y).flat_map(|(bx, by)| {
+        let (d, dmin, da) = (bx.d.to_f32(), bx.dmin.to_f32(), by.d);
+        q4k_isum_pairs(bx, by).map(|(isum, imin)| (isum, imin, d, dmin, da))
+    }))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_q8k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    accumulate::tiled(x.iter().zip(y).map(|(bx, by)| {
+        let (isum, imin) = q4k_isums(bx, by);
+        (isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d)
+    }))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5k_q8k_tiled(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    accumulate::tiled(x.iter().zip(y).map(|(bx, by)| {
+        let (isum, imin) = q5k_isums(bx, by);
+        (isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d)
+    }))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    accumulate::tiled(x.iter().zip(y).map(|(bx, by)| (q6k_isum(bx, by), 0, bx.d.to_f32(), 0.0, by.d)))
 }
 
 // ---------------------------------------------------------------------------------------------------

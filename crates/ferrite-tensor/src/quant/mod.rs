@@ -32,6 +32,7 @@ use std::sync::OnceLock;
 
 use crate::{DType, TensorError};
 
+pub mod accumulate;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 pub mod blocks;
@@ -41,6 +42,7 @@ pub mod scalar;
 #[cfg(test)]
 mod tests;
 
+pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
     BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
@@ -151,6 +153,31 @@ pub fn try_vec_dot(weight: DType, w_row: &[u8], x_row: &[u8], n: usize) -> Resul
     Ok(dot_unchecked(kernels(), weight, w_row, x_row, n))
 }
 
+/// [`try_vec_dot`] accumulated in the given order (see [`accumulate`]). Orders a type does not have
+/// (anything but `Lanes` outside `Q4_K`/`Q5_K`/`Q6_K`, `Rows`/`RowsBy64` outside `Q4_K`) fall back to `Lanes`.
+pub fn try_dot_in(order: Accumulation, weight: DType, w_row: &[u8], x_row: &[u8], n: usize) -> Result<f32, TensorError> {
+    try_vec_dot(weight, w_row, x_row, n)?;
+    Ok(dot_in_unchecked(kernels(), order, weight, w_row, x_row, n))
+}
+
+/// [`try_dot_in`] after its checks.
+#[inline]
+pub(crate) fn dot_in_unchecked(k: &Kernels, order: Accumulation, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
+    use Accumulation::*;
+    use DType::*;
+    // SAFETY: as in `dot_unchecked`.
+    unsafe {
+        match (order, weight) {
+            (Rows, Q4K) => (k.q4k_rows)(as_blocks(w), as_blocks(x)),
+            (RowsBy64, Q4K) => (k.q4k_rows_by_64)(as_blocks(w), as_blocks(x)),
+            (Tiled, Q4K) => (k.q4k_tiled)(as_blocks(w), as_blocks(x)),
+            (Tiled, Q5K) => (k.q5k_tiled)(as_blocks(w), as_blocks(x)),
+            (Tiled, Q6K) => (k.q6k_tiled)(as_blocks(w), as_blocks(x)),
+            _ => dot_unchecked(k, weight, w, x, n),
+        }
+    }
+}
+
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
 #[inline]
 pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
@@ -201,6 +228,11 @@ pub(crate) struct Kernels {
     q4k: Dot<BlockQ4K, BlockQ8K>,
     q5k: Dot<BlockQ5K, BlockQ8K>,
     q6k: Dot<BlockQ6K, BlockQ8K>,
+    q4k_rows: Dot<BlockQ4K, BlockQ8K>,
+    q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
+    q4k_tiled: Dot<BlockQ4K, BlockQ8K>,
+    q5k_tiled: Dot<BlockQ5K, BlockQ8K>,
+    q6k_tiled: Dot<BlockQ6K, BlockQ8K>,
     f32: DotPlain,
     f16: DotPlain,
     bf16: DotPlain,
@@ -220,6 +252,11 @@ static SCALAR: Kernels = Kernels {
     q4k: scalar::vec_dot_q4k_q8k,
     q5k: scalar::vec_dot_q5k_q8k,
     q6k: scalar::vec_dot_q6k_q8k,
+    q4k_rows: scalar::dot_q4k_q8k_rows,
+    q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
+    q4k_tiled: scalar::dot_q4k_q8k_tiled,
+    q5k_tiled: scalar::dot_q5k_q8k_tiled,
+    q6k_tiled: scalar::dot_q6k_q8k_tiled,
     f32: scalar::vec_dot_f32,
     f16: scalar::vec_dot_f16,
     bf16: scalar::vec_dot_bf16,
@@ -240,6 +277,11 @@ static AVX2: Kernels = Kernels {
     q4k: avx2::vec_dot_q4k_q8k,
     q5k: avx2::vec_dot_q5k_q8k,
     q6k: avx2::vec_dot_q6k_q8k,
+    q4k_rows: avx2::dot_q4k_q8k_rows,
+    q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
+    q4k_tiled: avx2::dot_q4k_q8k_tiled,
+    q5k_tiled: avx2::dot_q5k_q8k_tiled,
+    q6k_tiled: avx2::dot_q6k_q8k_tiled,
     f32: avx2::vec_dot_f32,
     f16: avx2::vec_dot_f16,
     bf16: avx2::vec_dot_bf16,

@@ -13,6 +13,7 @@
 use bytemuck::Zeroable;
 use half::{bf16, f16};
 
+use super::accumulate::{self, SuperBlock};
 use super::blocks::*;
 use crate::QK_K;
 
@@ -243,45 +244,67 @@ pub fn vec_dot_q3k_q8k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
+/// The exact integer parts of one `Q4_K` super-block: `(Σ_j sc_j·Σ q·y, Σ_j m_j·Σ y)` over its 8
+/// sub-blocks of 32. Every accumulation order (see [`super::accumulate`]) starts from these.
+pub(crate) fn q4k_isums(bx: &BlockQ4K, by: &BlockQ8K) -> (i32, i32) {
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    let mut isum = 0i32;
+    for j in 0..4 {
+        let q = &bx.qs[32 * j..][..32];
+        isum += sc[2 * j] as i32 * idot(q.iter().map(|&b| b & 0x0F), &by.qs[64 * j..][..32]);
+        isum += sc[2 * j + 1] as i32 * idot(q.iter().map(|&b| b >> 4), &by.qs[64 * j + 32..][..32]);
+    }
+    (isum, k4_min_sum(mn, by))
+}
+
+/// [`q4k_isums`] per 64-element pair of sub-blocks: entry `j` covers sub-blocks `2j` and `2j+1`.
+pub(crate) fn q4k_isum_pairs(bx: &BlockQ4K, by: &BlockQ8K) -> [(i32, i32); 4] {
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    let bsums = by.bsums;
+    std::array::from_fn(|j| {
+        let q = &bx.qs[32 * j..][..32];
+        let isum = sc[2 * j] as i32 * idot(q.iter().map(|&b| b & 0x0F), &by.qs[64 * j..][..32])
+            + sc[2 * j + 1] as i32 * idot(q.iter().map(|&b| b >> 4), &by.qs[64 * j + 32..][..32]);
+        let imin = (2 * j..2 * j + 2).map(|s| mn[s] as i32 * (bsums[2 * s] as i32 + bsums[2 * s + 1] as i32)).sum();
+        (isum, imin)
+    })
+}
+
+/// `Σ_j m_j·(bsums[2j] + bsums[2j+1])`: the weight mins against the activation's per-16 sums.
+fn k4_min_sum(mn: [u8; 8], by: &BlockQ8K) -> i32 {
+    let bsums = by.bsums;
+    bsums.iter().enumerate().map(|(k, &bs)| mn[k / 2] as i32 * bs as i32).sum()
+}
+
 pub fn vec_dot_q4k_q8k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let (sc, mn) = k4_scale_min(&bx.scales);
-        let bsums = by.bsums;
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        for j in 0..4 {
-            let q = &bx.qs[32 * j..][..32];
-            isum += sc[2 * j] as i32 * idot(q.iter().map(|&b| b & 0x0F), &by.qs[64 * j..][..32]);
-            isum += sc[2 * j + 1] as i32 * idot(q.iter().map(|&b| b >> 4), &by.qs[64 * j + 32..][..32]);
-        }
-        for (k, &bs) in bsums.iter().enumerate() {
-            msum += mn[k / 2] as i32 * bs as i32;
-        }
+        let (isum, msum) = q4k_isums(bx, by);
         let d = by.d * f16_to_f32(bx.d);
         let dmin = by.d * f16_to_f32(bx.dmin);
         sum += d * isum as f32 - dmin * msum as f32;
     }
     sum
+}
+
+/// [`q4k_isums`] for `Q5_K`.
+pub(crate) fn q5k_isums(bx: &BlockQ5K, by: &BlockQ8K) -> (i32, i32) {
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    let mut isum = 0i32;
+    for j in 0..4 {
+        let q = &bx.qs[32 * j..][..32];
+        let lo = q.iter().zip(&bx.qh).map(|(&b, &h)| (b & 0x0F) | ((h >> (2 * j) & 1) << 4));
+        let hi = q.iter().zip(&bx.qh).map(|(&b, &h)| (b >> 4) | ((h >> (2 * j + 1) & 1) << 4));
+        isum += sc[2 * j] as i32 * idot(lo, &by.qs[64 * j..][..32]);
+        isum += sc[2 * j + 1] as i32 * idot(hi, &by.qs[64 * j + 32..][..32]);
+    }
+    (isum, k4_min_sum(mn, by))
 }
 
 pub fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let (sc, mn) = k4_scale_min(&bx.scales);
-        let bsums = by.bsums;
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        for j in 0..4 {
-            let q = &bx.qs[32 * j..][..32];
-            let lo = q.iter().zip(&bx.qh).map(|(&b, &h)| (b & 0x0F) | ((h >> (2 * j) & 1) << 4));
-            let hi = q.iter().zip(&bx.qh).map(|(&b, &h)| (b >> 4) | ((h >> (2 * j + 1) & 1) << 4));
-            isum += sc[2 * j] as i32 * idot(lo, &by.qs[64 * j..][..32]);
-            isum += sc[2 * j + 1] as i32 * idot(hi, &by.qs[64 * j + 32..][..32]);
-        }
-        for (k, &bs) in bsums.iter().enumerate() {
-            msum += mn[k / 2] as i32 * bs as i32;
-        }
+        let (isum, msum) = q5k_isums(bx, by);
         let d = by.d * f16_to_f32(bx.d);
         let dmin = by.d * f16_to_f32(bx.dmin);
         sum += d * isum as f32 - dmin * msum as f32;
@@ -289,17 +312,65 @@ pub fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
+/// The exact integer part of one `Q6_K` super-block: `Σ_s sc_s·Σ (q−32)·y` over 16 sub-blocks of 16.
+pub(crate) fn q6k_isum(bx: &BlockQ6K, by: &BlockQ8K) -> i32 {
+    let q = super::dequant::q6k_values(bx);
+    let mut isum = 0i32;
+    for (sb, &sc) in bx.scales.iter().enumerate() {
+        isum += sc as i32 * idot(q[16 * sb..][..16].iter().copied(), &by.qs[16 * sb..][..16]);
+    }
+    isum
+}
+
 pub fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let q = super::dequant::q6k_values(bx);
-        let mut isum = 0i32;
-        for (sb, &sc) in bx.scales.iter().enumerate() {
-            isum += sc as i32 * idot(q[16 * sb..][..16].iter().copied(), &by.qs[16 * sb..][..16]);
-        }
-        sum += by.d * f16_to_f32(bx.d) * isum as f32;
+        sum += by.d * f16_to_f32(bx.d) * q6k_isum(bx, by) as f32;
     }
     sum
+}
+
+// The row-wise accumulation orders of `super::accumulate` (exact integer sums, fused float steps).
+
+fn q4k_blocks<'a>(x: &'a [BlockQ4K], y: &'a [BlockQ8K]) -> impl Iterator<Item = SuperBlock> + 'a {
+    x.iter().zip(y).map(|(bx, by)| {
+        let (isum, imin) = q4k_isums(bx, by);
+        (isum, imin, f16_to_f32(bx.d), f16_to_f32(bx.dmin), by.d)
+    })
+}
+
+fn q5k_blocks<'a>(x: &'a [BlockQ5K], y: &'a [BlockQ8K]) -> impl Iterator<Item = SuperBlock> + 'a {
+    x.iter().zip(y).map(|(bx, by)| {
+        let (isum, imin) = q5k_isums(bx, by);
+        (isum, imin, f16_to_f32(bx.d), f16_to_f32(bx.dmin), by.d)
+    })
+}
+
+fn q6k_blocks<'a>(x: &'a [BlockQ6K], y: &'a [BlockQ8K]) -> impl Iterator<Item = SuperBlock> + 'a {
+    x.iter().zip(y).map(|(bx, by)| (q6k_isum(bx, by), 0, f16_to_f32(bx.d), 0.0, by.d))
+}
+
+pub fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    accumulate::rows(q4k_blocks(x, y))
+}
+
+pub fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    accumulate::rows_by_64(x.iter().zip(y).flat_map(|(bx, by)| {
+        let (d, dmin, da) = (f16_to_f32(bx.d), f16_to_f32(bx.dmin), by.d);
+        q4k_isum_pairs(bx, by).map(|(isum, imin)| (isum, imin, d, dmin, da))
+    }))
+}
+
+pub fn dot_q4k_q8k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    accumulate::tiled(q4k_blocks(x, y))
+}
+
+pub fn dot_q5k_q8k_tiled(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    accumulate::tiled(q5k_blocks(x, y))
+}
+
+pub fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    accumulate::tiled(q6k_blocks(x, y))
 }
 
 // ---------------------------------------------------------------------------------------------------

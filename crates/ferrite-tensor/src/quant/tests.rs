@@ -81,6 +81,90 @@ fn scalar_dot_matches_dequantized_f64_dot() {
     }
 }
 
+/// The K-quant types and orders that have their own kernels (see `accumulate`).
+const ORDERED: [(DType, Accumulation); 5] = [
+    (DType::Q4K, Accumulation::Rows),
+    (DType::Q4K, Accumulation::RowsBy64),
+    (DType::Q4K, Accumulation::Tiled),
+    (DType::Q5K, Accumulation::Tiled),
+    (DType::Q6K, Accumulation::Tiled),
+];
+
+/// The row-wise orders' integer sums are exact and their float steps identical in every tier, so the
+/// tiers agree bit for bit (a stricter bar than the lane-order kernels' reorder tolerance).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_row_orders_match_scalar_bit_for_bit() {
+    if skip_without_avx2("avx2_row_orders_match_scalar_bit_for_bit") {
+        return;
+    }
+    let mut rng = Rng::new(3);
+    for (dtype, order) in ORDERED {
+        for &n in lengths(dtype) {
+            for _ in 0..3 {
+                let w = random_weight_row(dtype, n, &mut rng);
+                let x = act_row(dtype, &rng.activations(n));
+                let s = dot_in_unchecked(&SCALAR, order, dtype, &w, &x, n);
+                let v = dot_in_unchecked(&AVX2, order, dtype, &w, &x, n);
+                assert_eq!(s.to_bits(), v.to_bits(), "{dtype} {order:?} n={n}: scalar {s} vs avx2 {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn row_orders_match_dequantized_f64_dot() {
+    let mut rng = Rng::new(4);
+    for (dtype, order) in ORDERED {
+        for &n in lengths(dtype) {
+            let w = random_weight_row(dtype, n, &mut rng);
+            let x = act_row(dtype, &rng.activations(n));
+            let (wf, xf) = (dequant(dtype, &w, n), dequant(vec_dot_type(dtype), &x, n));
+            let got = dot_in_unchecked(&SCALAR, order, dtype, &w, &x, n) as f64;
+            let tol = reorder_tolerance(n / dtype.block_size(), abs_dot(&wf, &xf));
+            let want = dot64(&wf, &xf);
+            assert!((got - want).abs() <= tol, "{dtype} {order:?} n={n}: kernel {got} vs dequantized {want} (tolerance {tol})");
+        }
+    }
+}
+
+/// One super-block worked by hand: with a single block every order is `isum·d_w·d_a − imin·dmin_w·d_a`
+/// up to rounding, and the fused steps make `Tiled` round once where `Rows` rounds `d_w·d_a` first.
+#[test]
+fn row_orders_on_one_super_block_follow_their_formulas() {
+    let mut rng = Rng::new(5);
+    let w = random_weight_row(DType::Q4K, 256, &mut rng);
+    let x = act_row(DType::Q4K, &rng.activations(256));
+    let (bw, bx) = (as_blocks::<BlockQ4K>(&w)[0], as_blocks::<BlockQ8K>(&x)[0]);
+    let (isum, imin) = scalar::q4k_isums(&bw, &bx);
+    let (d, dmin, da) = (bw.d.to_f32(), bw.dmin.to_f32(), bx.d);
+    let rows = (isum as f32 * (d * da)) - (imin as f32 * (dmin * da));
+    let tiled = (-dmin).mul_add(imin as f32, isum as f32 * d) * da;
+    assert_eq!(dot_in_unchecked(&SCALAR, Accumulation::Rows, DType::Q4K, &w, &x, 256), rows);
+    assert_eq!(dot_in_unchecked(&SCALAR, Accumulation::Tiled, DType::Q4K, &w, &x, 256), tiled);
+}
+
+#[test]
+fn accumulation_follows_ggml_dispatch() {
+    use Accumulation::*;
+    // Q4_K with rows % 8 == 0 is repacked by ggml whatever the batch: gemm for groups of four tokens,
+    // gemv for the rest.
+    assert_eq!(accumulation(DType::Q4K, 896, 1, 0), Rows);
+    assert_eq!(accumulation(DType::Q4K, 896, 512, 511), RowsBy64);
+    let eleven: Vec<_> = (0..11).map(|i| accumulation(DType::Q4K, 896, 11, i)).collect();
+    assert_eq!(eleven, [[RowsBy64; 8].as_slice(), &[Rows; 3]].concat());
+    // Otherwise K-quants are tiled from 8 tokens on.
+    assert_eq!(accumulation(DType::Q4K, 900, 7, 6), Lanes);
+    assert_eq!(accumulation(DType::Q4K, 900, 8, 0), Tiled);
+    assert_eq!(accumulation(DType::Q6K, 896, 7, 0), Lanes);
+    assert_eq!(accumulation(DType::Q6K, 896, 8, 7), Tiled);
+    assert_eq!(accumulation(DType::Q5K, 896, 64, 3), Tiled);
+    // Everything else always takes vec_dot's lanes.
+    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q3K, DType::F16] {
+        assert_eq!(accumulation(dtype, 896, 512, 0), Lanes, "{dtype}");
+    }
+}
+
 /// `Σ_b |m_b · s_b|` for a `Q4_1`/`Q5_1` row against its `Q8_1` activations.
 fn min_times_s(dtype: DType, w: &[u8], x: &[u8]) -> f64 {
     let mins: Vec<f32> = match dtype {
