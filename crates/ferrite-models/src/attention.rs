@@ -36,7 +36,11 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     let rope = &cfg.rope[layer];
     let kv_w = n_kv * hd;
     for (r, (&s, &p)) in step.seq.iter().zip(&step.pos).enumerate() {
-        rope.apply(&mut q[r * n_heads * hd..(r + 1) * n_heads * hd], hd, p);
+        let qr = &mut q[r * n_heads * hd..(r + 1) * n_heads * hd];
+        rope.apply(qr, hd, p);
+        if cfg.attn_prescale_q {
+            qr.iter_mut().for_each(|x| *x *= cfg.attn_scale);
+        }
         rope.apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, p);
         step.seqs[s].cache.store(layer, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
     }
@@ -64,7 +68,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     let tiled: Vec<bool> = step.seqs.iter().map(|s| s.tokens.len() >= TILE_Q).collect();
     let (seq, pos) = (&step.seq, &step.pos);
     let group = n_heads / n_kv;
-    let scale = cfg.attn_scale;
+    let scale = if cfg.attn_prescale_q { 1.0 } else { cfg.attn_scale };
     let mut out = vec![0.0f32; q.len()];
     out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
         let (r, h) = (i / n_heads, i % n_heads);

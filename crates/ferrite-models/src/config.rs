@@ -23,6 +23,10 @@ pub struct ModelConfig {
     pub norm_eps: f32,
     /// Scale applied to q·k (1/sqrt(head_dim) unless the architecture says otherwise).
     pub attn_scale: f32,
+    /// Multiply the (roped) queries by `attn_scale` in f32 before attention instead of scaling each
+    /// score — what llama.cpp's Gemma 3 graph does. Not the same bits: the attention rounds queries to
+    /// f16, where a scaled query can fall into the subnormal range.
+    pub attn_prescale_q: bool,
     /// RoPE of each layer (Gemma 3 uses another base on its sliding-window layers).
     pub rope: Vec<Rope>,
     /// Sliding-window length of each layer: a query at position p sees keys at p-window+1 ..= p.
@@ -98,6 +102,7 @@ impl Hparams<'_> {
             ctx_train: self.opt_usize("context_length")?.unwrap_or(2048),
             norm_eps: self.opt_f32("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            attn_prescale_q: false,
             rope: vec![Rope { style: rope_style, n_dims: n_rot, freq_base, freq_scale }; n_layers],
             window: vec![None; n_layers],
         })
