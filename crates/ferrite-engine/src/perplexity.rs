@@ -58,12 +58,14 @@ pub fn perplexity(
         cache.truncate(0);
         model.forward(&mut [SeqBatch { tokens: &window[..first], cache: &mut cache, logits: Logits::None }])?;
         let mut at = first;
-        while at < ctx - 1 {
+        while at < ctx {
             // A remainder shorter than a slice joins the last slice: chunks of 64+ tokens take the same
-            // attention path as llama-perplexity's whole-window batches.
-            let end = if ctx - 1 - at < 2 * slice { ctx - 1 } else { at + slice };
+            // attention path as llama-perplexity's whole-window batches. The window's last token is
+            // evaluated too (its prediction is not scored), as llama-perplexity does: the kernels group
+            // tokens in fours from the start of each sequence chunk, so the slices must stay aligned.
+            let end = if ctx - at < 2 * slice { ctx } else { at + slice };
             let logits = model.forward(&mut [SeqBatch { tokens: &window[at..end], cache: &mut cache, logits: Logits::All }])?;
-            for (j, row) in (at..end).zip(logits.chunks_exact(vocab)) {
+            for (j, row) in (at..end.min(ctx - 1)).zip(logits.chunks_exact(vocab)) {
                 let target = tokens[c * ctx + j + 1] as usize;
                 let l = log_softmax_at(row, target);
                 nll -= l;

@@ -13,6 +13,7 @@
 //!     h = rms_norm(x) · ffn_norm
 //!     f = (gelu(h·Wgate) ⊙ h·Wup) · Wdown
 //!     x = x + rms_norm(f) · ffn_post_norm
+//!     (last layer: only the rows whose logits are wanted go on past the attention, as in llama.cpp)
 //! logits = rms_norm(x) · output_norm · Embedᵀ                    (n_out, vocab), optionally soft-capped
 //! ```
 //! Gemma's norm weights are stored in GGUF already offset by one (w + 1), so they multiply directly.
@@ -65,6 +66,7 @@ impl Gemma3 {
         if cfg.n_layers == 62 {
             cfg.attn_scale = 1.0 / ((cfg.dim / cfg.n_heads) as f32).sqrt();
         }
+        cfg.attn_prescale_q = true;
         if let Some(window) = hp.opt_usize("attention.sliding_window")? {
             let is_swa: Vec<bool> = match gguf.opt_array("gemma3.attention.sliding_window_pattern")? {
                 Some(a) => (0..cfg.n_layers).map(|i| a.get_i64(i).is_some_and(|v| v != 0)).collect(),
@@ -119,7 +121,9 @@ impl Gemma3 {
 
     /// Logits (n_out, vocab) for the step's output rows.
     pub(crate) fn forward(&self, step: &mut Step) -> Result<Vec<f32>, ModelError> {
-        let (cfg, seqs) = (&self.cfg, step.seq_tokens()); // seqs: rows per sequence
+        let cfg = &self.cfg;
+        let mut seqs = step.seq_tokens(); // rows per sequence
+        let (out_rows, out_seqs) = step.output_rows();
         let mut x = layers::embed(&self.embed, step.tokens())?; // (n, dim)
         let scale = (cfg.dim as f32).sqrt();
         x.iter_mut().for_each(|v| *v *= scale);
@@ -132,7 +136,12 @@ impl Gemma3 {
             ops::rms_norm(&mut q, &layer.q_norm, cfg.norm_eps); // per head: rows of hd
             ops::rms_norm(&mut k, &layer.k_norm, cfg.norm_eps);
             let attn = layers::attention(step, cfg, i, &mut q, &mut k, &v);
-            let mut a = layer.wo.forward(&attn, &seqs)?;
+            let mut a = layer.wo.forward(&attn, &seqs)?; // (n, dim)
+            if i + 1 == self.layers.len() {
+                // Past the last attention only the output rows matter: (n_out, dim) from here on.
+                (x, a) = (layers::select_rows(&x, cfg.dim, &out_rows), layers::select_rows(&a, cfg.dim, &out_rows));
+                seqs.clone_from(&out_seqs);
+            }
             ops::rms_norm(&mut a, &layer.attn_post_norm, cfg.norm_eps);
             ops::add_assign(&mut x, &a);
 
@@ -144,8 +153,6 @@ impl Gemma3 {
             ops::rms_norm(&mut f, &layer.ffn_post_norm, cfg.norm_eps);
             ops::add_assign(&mut x, &f);
         }
-        let (rows, out_seqs) = step.output_rows();
-        let mut x = layers::select_rows(&x, cfg.dim, &rows);
         ops::rms_norm(&mut x, &self.norm, cfg.norm_eps);
         let mut logits = self.output.forward(&x, &out_seqs)?;
         if self.softcap > 0.0 {

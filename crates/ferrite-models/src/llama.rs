@@ -8,6 +8,7 @@
 //!     x += attention(rope(q), rope(k), v) · Wo        grouped-query attention over the KV cache
 //!     h = rms_norm(x) · ffn_norm
 //!     x += (silu(h·Wgate) ⊙ h·Wup) · Wdown            (n, ffn) → (n, dim)
+//!     (last layer: only the rows whose logits are wanted go on past the attention, as in llama.cpp)
 //! logits = rms_norm(x) · output_norm · Wout           (n_out, vocab); Wout = embedding when tied
 //! ```
 
@@ -87,7 +88,9 @@ impl Llama {
 
     /// Logits (n_out, vocab) for the step's output rows.
     pub(crate) fn forward(&self, step: &mut Step) -> Result<Vec<f32>, ModelError> {
-        let (cfg, seqs) = (&self.cfg, step.seq_tokens()); // seqs: rows per sequence
+        let cfg = &self.cfg;
+        let mut seqs = step.seq_tokens(); // rows per sequence
+        let (out_rows, out_seqs) = step.output_rows();
         let mut x = layers::embed(&self.embed, step.tokens())?; // (n, dim)
         for (i, layer) in self.layers.iter().enumerate() {
             let mut h = x.clone();
@@ -96,7 +99,13 @@ impl Llama {
             let mut k = layer.wk.forward(&h, &seqs)?;
             let v = layer.wv.forward(&h, &seqs)?;
             let attn = layers::attention(step, cfg, i, &mut q, &mut k, &v); // (n, heads·hd)
-            ops::add_assign(&mut x, &layer.wo.forward(&attn, &seqs)?);
+            let mut o = layer.wo.forward(&attn, &seqs)?; // (n, dim)
+            if i + 1 == self.layers.len() {
+                // Past the last attention only the output rows matter: (n_out, dim) from here on.
+                (x, o) = (layers::select_rows(&x, cfg.dim, &out_rows), layers::select_rows(&o, cfg.dim, &out_rows));
+                seqs.clone_from(&out_seqs);
+            }
+            ops::add_assign(&mut x, &o);
 
             let mut h = x.clone();
             ops::rms_norm(&mut h, &layer.ffn_norm, cfg.norm_eps);
@@ -104,8 +113,6 @@ impl Llama {
             ops::swiglu(&mut g, &layer.up.forward(&h, &seqs)?);
             ops::add_assign(&mut x, &layer.down.forward(&g, &seqs)?);
         }
-        let (rows, out_seqs) = step.output_rows();
-        let mut x = layers::select_rows(&x, cfg.dim, &rows);
         ops::rms_norm(&mut x, &self.norm, cfg.norm_eps);
         self.output.forward(&x, &out_seqs)
     }
