@@ -25,6 +25,8 @@ pub struct Perplexity {
     /// Windows evaluated.
     pub chunks: usize,
     pub ctx: usize,
+    /// The running perplexity after each window (llama-perplexity's `[1]x,[2]y,…` line).
+    pub chunk_ppl: Vec<f64>,
 }
 
 /// Score `tokens` (already tokenized with BOS as the model adds it) in windows of `ctx`.
@@ -50,6 +52,7 @@ pub fn perplexity(
     let slice = 64.min(ctx / 2);
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut cache = model.new_cache(ctx);
+    let mut chunk_ppl = Vec::with_capacity(chunks);
     for c in 0..chunks {
         let mut window = tokens[c * ctx..(c + 1) * ctx].to_vec();
         if let Some(b) = bos {
@@ -74,6 +77,7 @@ pub fn perplexity(
             }
             at = end;
         }
+        chunk_ppl.push((nll / count as f64).exp());
         progress(c + 1, chunks);
     }
     let mean = nll / count as f64;
@@ -87,14 +91,16 @@ pub fn perplexity(
         scored: count,
         chunks,
         ctx,
+        chunk_ppl,
     })
 }
 
-/// log softmax(row)[i], in f64.
+/// log softmax(row)[i] with llama-perplexity's arithmetic: the maximum and each `exp(l − max)` in f32,
+/// their sum and the logarithm in f64.
 fn log_softmax_at(row: &[f32], i: usize) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-    row[i] as f64 - max - sum.ln()
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
+    (row[i] - max) as f64 - sum.ln()
 }
 
 #[cfg(test)]
@@ -105,6 +111,6 @@ mod tests {
     fn log_softmax_matches_definition() {
         let row = [1.0f32, 2.0, 3.0];
         let z: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
-        assert!((log_softmax_at(&row, 2) - (3.0 - z.ln())).abs() < 1e-12);
+        assert!((log_softmax_at(&row, 2) - (3.0 - z.ln())).abs() < 1e-6);
     }
 }
