@@ -25,8 +25,11 @@ enum Command {
     Detokenize(DetokenizeArgs),
     /// Perplexity of a text file, computed as llama-perplexity does; prints JSON.
     Perplexity(PerplexityArgs),
-    /// Describe a model file: architecture, sizes, tensor types, tokenizer, chat template.
+    /// Describe a model file (architecture, sizes, tensor types, tokenizer, chat template) or, with
+    /// --cpu, this CPU's features and the kernels chosen for it.
     Info(InfoArgs),
+    /// Measure prompt processing and generation speed, like llama-bench.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -119,11 +122,46 @@ pub struct PerplexityArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// Path of a GGUF model file.
+    #[arg(long, short = 'm', required_unless_present = "cpu")]
+    model: Option<PathBuf>,
     /// Print every tensor.
     #[arg(long)]
     tensors: bool,
+    /// Show the CPU's features and the kernels chosen for it.
+    #[arg(long)]
+    cpu: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Path of a GGUF model file.
+    #[arg(long, short = 'm', required_unless_present = "membw")]
+    model: Option<PathBuf>,
+    /// Prompt-processing test: tokens in one forward pass (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Generation test: tokens decoded one at a time (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Thread counts to test, comma-separated (default: all cores).
+    #[arg(short = 't', long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    reps: usize,
+    /// Print a JSON array, one object per test (llama-bench's field names where they exist).
+    #[arg(long)]
+    json: bool,
+    /// Only measure the DRAM read bandwidth.
+    #[arg(long)]
+    membw: bool,
+    /// Buffer size for the bandwidth measurement, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    membw_mib: usize,
+    /// Seed of the random token ids.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 fn main() -> Result<()> {
@@ -134,5 +172,6 @@ fn main() -> Result<()> {
         Command::Detokenize(a) => commands::tokens::detokenize(a),
         Command::Perplexity(a) => commands::perplexity::main(a),
         Command::Info(a) => commands::info::main(a),
+        Command::Bench(a) => commands::bench::main(a),
     }
 }

@@ -150,3 +150,47 @@ fn info_describes_the_model() {
         assert!(s.contains(want), "missing {want:?} in:\n{s}");
     }
 }
+
+#[test]
+fn info_cpu_lists_features_and_kernels_without_a_model() {
+    let o = ferrite(&["info", "--cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("features:") && out.contains("quantized dot products:"), "{out}");
+    // The tier shown is the one the library runs.
+    assert!(out.contains(ferrite_tensor::quant::kernel_tier()), "{out}");
+}
+
+#[test]
+fn bench_json_has_one_object_per_test_with_llama_bench_fields() {
+    let Some(m) = smollm2() else { return };
+    let o = ferrite(&["bench", "-m", path(&m), "-p", "16", "-n", "4", "-t", "1,2", "-r", "2", "--membw-mib", "64", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON on stdout");
+    let rows = rows.as_array().expect("an array");
+    let tests: Vec<(u64, u64, u64)> = rows
+        .iter()
+        .map(|r| (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap(), r["n_threads"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(tests, [(16, 0, 1), (0, 4, 1), (16, 0, 2), (0, 4, 2)]);
+    for r in rows {
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2, "{r}");
+    }
+    // Generation reports the weight traffic: SmolLM2's tied embedding table is read as the output head.
+    let tg = &rows[1];
+    let file = std::fs::metadata(&m).unwrap().len();
+    let weights = tg["weight_bytes_per_token"].as_u64().unwrap();
+    assert!(weights > file * 9 / 10 && weights <= file, "{weights} of {file}");
+    assert!(tg["membw_share"].as_f64().unwrap() > 0.0, "{tg}");
+}
+
+#[test]
+fn bench_without_a_model_or_with_zero_threads_is_an_error() {
+    let o = ferrite(&["bench"]);
+    assert!(!o.status.success());
+    let Some(m) = smollm2() else { return };
+    let o = ferrite(&["bench", "-m", path(&m), "-t", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("at least 1"), "{}", stderr(&o));
+}

@@ -25,6 +25,7 @@
 //! assert!((y[0] - 8.0).abs() < 1e-2 && (y[1] + 4.0).abs() < 1e-2);
 //! ```
 
+pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod matmul;

@@ -10,7 +10,10 @@ use ferrite_tokenizer::Tokenizer;
 use crate::InfoArgs;
 
 pub fn main(a: InfoArgs) -> Result<()> {
-    let path = &a.model.model;
+    if a.cpu {
+        cpu();
+    }
+    let Some(path) = &a.model else { return Ok(()) };
     let gguf = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     println!("file:         {} ({:.1} MiB, GGUF v{})", path.display(), gguf.file_size() as f64 / (1 << 20) as f64, gguf.version());
     if let Some(name) = gguf.opt_str("general.name")? {
@@ -71,4 +74,17 @@ pub fn main(a: InfoArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn cpu() {
+    let on: Vec<&str> = ferrite_tensor::cpu::features().iter().filter(|f| f.1).map(|f| f.0).collect();
+    let off: Vec<&str> = ferrite_tensor::cpu::features().iter().filter(|f| !f.1).map(|f| f.0).collect();
+    println!("cpu:          {} ({} threads)", std::env::consts::ARCH, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("features:     {}", if on.is_empty() { "(none detected)".into() } else { on.join(" ") });
+    if !off.is_empty() {
+        println!("missing:      {}", off.join(" "));
+    }
+    for (family, chosen) in ferrite_tensor::cpu::kernels() {
+        println!("kernels:      {family}: {chosen}");
+    }
 }
