@@ -165,6 +165,13 @@ pub struct BenchArgs {
 }
 
 fn main() -> Result<()> {
+    // Like other command-line tools, end quietly when stdout is a closed pipe (`ferrite info … | head`)
+    // instead of panicking on the failed write: restore the default SIGPIPE action Rust's runtime ignores.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => commands::run::main(a),

@@ -1,6 +1,15 @@
-//! The forward pass must not depend on how work is batched: a prompt prefilled at once, in chunks, or
-//! token by token, and several sequences run together or alone, give the same logits (up to float
-//! summation order).
+//! How batching may and may not change the forward pass.
+//!
+//! Like llama.cpp, Ferrite accumulates K-quant dot products in an order that depends on how many tokens a
+//! sequence brings to a step (`ferrite_tensor::quant::accumulation`), and its attention takes another path
+//! from 64 new tokens on. So:
+//! - other sequences in the batch never change a sequence's bits (the order is chosen per sequence);
+//! - splitting a prompt into chunks gives the same bits whenever each chunk makes the same kernel choices as
+//!   the whole (SmolLM2's Q4_1 has one order only; for K-quants, chunks that are multiples of 4 tokens and at
+//!   least 8 long, all below 64);
+//! - otherwise (token by token) the result moves by float rounding, amplified through the layers, as
+//!   llama.cpp's own results do between its batch sizes (`tests/reference/*/logits_variants.json`,
+//!   `ubatch_1`: up to 0.94 on SmolLM2 and 1.15 on Gemma 3).
 
 use ferrite_gguf::GgufFile;
 use ferrite_models::{Logits, Model, SeqBatch};
@@ -10,50 +19,71 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-fn models() -> Vec<Model> {
-    [ferrite_testdata::SMOLLM2, ferrite_testdata::GEMMA3]
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
+}
+
+/// (model, whether it has K-quant weights).
+fn models() -> Vec<(Model, bool)> {
+    [(ferrite_testdata::SMOLLM2, false), (ferrite_testdata::GEMMA3, true)]
         .into_iter()
-        .filter_map(ferrite_testdata::model)
-        .map(|p| Model::from_gguf(&GgufFile::open(p).unwrap()).unwrap())
+        .filter_map(|(f, k)| ferrite_testdata::model(f).map(|p| (p, k)))
+        .map(|(p, k)| (Model::from_gguf(&GgufFile::open(p).unwrap()).unwrap(), k))
         .collect()
 }
 
-// Activations are quantized to 8 bits per row before each matrix product, so results are identical
-// whatever the batch; only attention's float sums may be ordered differently.
-const TOL: f32 = 1e-3;
+fn prefill(model: &Model, tokens: &[u32], chunks: &[usize]) -> Vec<f32> {
+    let mut cache = model.new_cache(64);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &n in chunks {
+        let logits = if n == 1 { Logits::Last } else { Logits::All };
+        out.extend(model.forward(&mut [SeqBatch { tokens: &tokens[at..at + n], cache: &mut cache, logits }]).unwrap());
+        at += n;
+    }
+    assert_eq!((at, cache.len()), (tokens.len(), tokens.len()));
+    out
+}
 
 #[test]
-fn chunked_prefill_equals_whole_prefill_and_token_by_token() {
-    for model in models() {
+fn chunked_prefill_is_bit_identical_when_the_chunks_choose_the_same_kernels() {
+    for (model, kquants) in models() {
+        let arch = &model.config().arch;
         let tokens: Vec<u32> = (0..40).map(|i| 100 + i * 37).collect();
+        let all = prefill(&model, &tokens, &[40]);
+        assert_eq!(all.len(), tokens.len() * model.config().vocab_size);
+        assert_eq!(all, prefill(&model, &tokens, &[16, 16, 8]), "{arch}: chunks of 16, 16, 8");
+        if !kquants {
+            assert_eq!(all, prefill(&model, &tokens, &[13, 13, 13, 1]), "{arch}: chunks of 13");
+            assert_eq!(all, prefill(&model, &tokens, &[1; 40]), "{arch}: token by token");
+        }
+    }
+}
+
+/// On Gemma 3 the 40 arbitrary tokens below are a hard case: llama.cpp 0c1e570 itself, fed them as one
+/// batch and then one per decode call, moves the logits by up to 3.4424362 and changes the top-1 token at
+/// 8 of 40 positions (measured with its `llama_decode` API, 2 threads). Ferrite, which follows llama.cpp's
+/// kernel choices, shows exactly those figures; the bounds below are llama.cpp's, so a real bug (a wrong
+/// position, a stale cache row) cannot hide under "rounding".
+#[test]
+fn token_by_token_prefill_moves_only_as_llama_cpp_does() {
+    for (model, kquants) in models() {
+        let arch = &model.config().arch;
         let vocab = model.config().vocab_size;
-
-        let mut c1 = model.new_cache(64);
-        let all = model.forward(&mut [SeqBatch { tokens: &tokens, cache: &mut c1, logits: Logits::All }]).unwrap();
-        assert_eq!(all.len(), tokens.len() * vocab);
-        assert_eq!(c1.len(), tokens.len());
-
-        let mut c2 = model.new_cache(64);
-        let mut chunked = Vec::new();
-        for chunk in tokens.chunks(13) {
-            chunked.extend(model.forward(&mut [SeqBatch { tokens: chunk, cache: &mut c2, logits: Logits::All }]).unwrap());
-        }
-        let d = max_abs_diff(&all, &chunked);
-        assert!(d < TOL, "{}: chunked prefill differs by {d}", model.config().arch);
-
-        let mut c3 = model.new_cache(64);
-        let mut one = Vec::new();
-        for t in &tokens {
-            one.extend(model.forward(&mut [SeqBatch { tokens: &[*t], cache: &mut c3, logits: Logits::Last }]).unwrap());
-        }
+        let tokens: Vec<u32> = (0..40).map(|i| 100 + i * 37).collect();
+        let all = prefill(&model, &tokens, &[40]);
+        let one = prefill(&model, &tokens, &[1; 40]);
         let d = max_abs_diff(&all, &one);
-        assert!(d < TOL, "{}: token-by-token differs by {d}", model.config().arch);
+        let same_top1 = all.chunks(vocab).zip(one.chunks(vocab)).filter(|(a, b)| argmax(a) == argmax(b)).count();
+        let (max_d, min_top1) = if kquants { (3.4424362, 32) } else { (0.0, 40) };
+        assert!(d <= max_d, "{arch}: token-by-token prefill differs by {d}, llama.cpp by {max_d}");
+        assert!(same_top1 >= min_top1, "{arch}: top-1 token the same at {same_top1} of 40 positions, llama.cpp {min_top1}");
     }
 }
 
 #[test]
-fn a_batch_of_sequences_equals_each_alone() {
-    for model in models() {
+fn a_batch_of_sequences_is_bit_identical_to_each_alone() {
+    for (model, _) in models() {
         let vocab = model.config().vocab_size;
         let prompts: [Vec<u32>; 3] = [(1..20).collect(), (500..503).collect(), vec![42]];
         let mut alone = Vec::new();
@@ -69,8 +99,7 @@ fn a_batch_of_sequences_equals_each_alone() {
             .collect();
         let together = model.forward(&mut batch).unwrap();
         for (i, a) in alone.iter().enumerate() {
-            let d = max_abs_diff(a, &together[i * vocab..(i + 1) * vocab]);
-            assert!(d < TOL, "{}: sequence {i} differs by {d} in a batch", model.config().arch);
+            assert_eq!(a[..], together[i * vocab..(i + 1) * vocab], "{}: sequence {i} differs in a batch", model.config().arch);
         }
         assert_eq!(caches.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![19, 3, 1]);
     }
@@ -78,7 +107,7 @@ fn a_batch_of_sequences_equals_each_alone() {
 
 #[test]
 fn bad_input_is_an_error_and_leaves_the_cache_alone() {
-    for model in models() {
+    for (model, _) in models() {
         let mut c = model.new_cache(4);
         let vocab = model.config().vocab_size as u32;
         assert!(model.forward(&mut [SeqBatch { tokens: &[1, vocab], cache: &mut c, logits: Logits::Last }]).is_err());
