@@ -208,11 +208,24 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
         let nr = out.len() / n;
         for t0 in (0..nr).step_by(tile) {
             let t1 = (t0 + tile).min(nr);
-            for (t, xt) in xq.chunks_exact(x_row_bytes).enumerate() {
+            let mut t = 0;
+            while t < n {
+                let xt = |t: usize| &xq[t * x_row_bytes..][..x_row_bytes];
+                // Four tokens in ggml's Q4_K gemm order share each weight super-block's unpacking.
+                if dtype == DType::Q4K && t + 4 <= n && orders[t..t + 4].iter().all(|&o| o == Accumulation::RowsBy64) {
+                    for r in t0..t1 {
+                        let wr = &w_data[(r0 + r) * wrb..][..wrb];
+                        let v = quant::dot_q4k_rows_by_64_x4_unchecked(kernels, wr, [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)]);
+                        out[r * n + t..][..4].copy_from_slice(&v);
+                    }
+                    t += 4;
+                    continue;
+                }
                 for r in t0..t1 {
                     let wr = &w_data[(r0 + r) * wrb..][..wrb];
-                    out[r * n + t] = quant::dot_in_unchecked(kernels, orders[t], dtype, wr, xt, cols);
+                    out[r * n + t] = quant::dot_in_unchecked(kernels, orders[t], dtype, wr, xt(t), cols);
                 }
+                t += 1;
             }
         }
     };

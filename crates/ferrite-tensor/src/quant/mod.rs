@@ -178,6 +178,14 @@ pub(crate) fn dot_in_unchecked(k: &Kernels, order: Accumulation, weight: DType, 
     }
 }
 
+/// Four outputs of one `Q4_K` weight row against four activation rows in [`Accumulation::RowsBy64`]
+/// order, bit-identical to four [`dot_in_unchecked`] calls. Checks as in `dot_unchecked`.
+#[inline]
+pub(crate) fn dot_q4k_rows_by_64_x4_unchecked(k: &Kernels, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+    // SAFETY: as in `dot_unchecked`.
+    unsafe { (k.q4k_rows_by_64_x4)(as_blocks(w), x.map(as_blocks)) }
+}
+
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
 #[inline]
 pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
@@ -230,6 +238,7 @@ pub(crate) struct Kernels {
     q6k: Dot<BlockQ6K, BlockQ8K>,
     q4k_rows: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
+    q4k_rows_by_64_x4: unsafe fn(&[BlockQ4K], [&[BlockQ8K]; 4]) -> [f32; 4],
     q4k_tiled: Dot<BlockQ4K, BlockQ8K>,
     q5k_tiled: Dot<BlockQ5K, BlockQ8K>,
     q6k_tiled: Dot<BlockQ6K, BlockQ8K>,
@@ -254,6 +263,7 @@ static SCALAR: Kernels = Kernels {
     q6k: scalar::vec_dot_q6k_q8k,
     q4k_rows: scalar::dot_q4k_q8k_rows,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
+    q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
     q4k_tiled: scalar::dot_q4k_q8k_tiled,
     q5k_tiled: scalar::dot_q5k_q8k_tiled,
     q6k_tiled: scalar::dot_q6k_q8k_tiled,
@@ -279,6 +289,7 @@ static AVX2: Kernels = Kernels {
     q6k: avx2::vec_dot_q6k_q8k,
     q4k_rows: avx2::dot_q4k_q8k_rows,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
+    q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
     q4k_tiled: avx2::dot_q4k_q8k_tiled,
     q5k_tiled: avx2::dot_q5k_q8k_tiled,
     q6k_tiled: avx2::dot_q6k_q8k_tiled,

@@ -361,6 +361,11 @@ pub fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     }))
 }
 
+/// [`dot_q4k_q8k_rows_by_64`] for four activation rows (the SIMD tier shares the weight unpacking).
+pub fn dot_q4k_q8k_rows_by_64_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    y.map(|y| dot_q4k_q8k_rows_by_64(x, y))
+}
+
 pub fn dot_q4k_q8k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     accumulate::tiled(q4k_blocks(x, y))
 }
