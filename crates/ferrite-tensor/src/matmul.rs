@@ -211,11 +211,11 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
             let mut t = 0;
             while t < n {
                 let xt = |t: usize| &xq[t * x_row_bytes..][..x_row_bytes];
-                // Four tokens in ggml's Q4_K gemm order share each weight super-block's unpacking.
-                if dtype == DType::Q4K && t + 4 <= n && orders[t..t + 4].iter().all(|&o| o == Accumulation::RowsBy64) {
+                // Four tokens with the same order share each weight block's unpacking.
+                if t + 4 <= n && orders[t + 1..t + 4].iter().all(|&o| o == orders[t]) && quant::has_dot4(orders[t], dtype) {
                     for r in t0..t1 {
                         let wr = &w_data[(r0 + r) * wrb..][..wrb];
-                        let v = quant::dot_q4k_rows_by_64_x4_unchecked(kernels, wr, [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)]);
+                        let v = quant::dot4_unchecked(kernels, orders[t], dtype, wr, [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)]);
                         out[r * n + t..][..4].copy_from_slice(&v);
                     }
                     t += 4;

@@ -386,6 +386,70 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     hsum_ps(acc)
 }
 
+// Four activation rows against one weight row: the weight block is unpacked once for all four, each
+// token keeps its own 8-lane accumulator, so every result is bit-identical to the single-row kernel.
+
+macro_rules! lanes_x4 {
+    ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, $bx) in $x.iter().enumerate() {
+            let qx = $unpack;
+            for t in 0..4 {
+                let by = &$y[t][b];
+                let d = _mm256_set1_ps(f16_product($bx.d, by.d));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot(qx, load_i8x32(&by.qs))), acc[t]);
+            }
+        }
+        acc
+    }};
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_0_q8_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let acc = lanes_x4!(x, y, |bx| _mm256_sub_epi8(nibbles(&bx.qs), _mm256_set1_epi8(8)), dot_i8_i8);
+    [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_1_q8_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let acc = lanes_x4!(x, y, |bx| nibbles(&bx.qs), dot_u8_i8);
+    let mut mins = [0.0f32; 4];
+    for (b, bx) in x.iter().enumerate() {
+        for t in 0..4 {
+            mins[t] += f16_product(bx.m, y[t][b].s);
+        }
+    }
+    [hsum_ps(acc[0]) + mins[0], hsum_ps(acc[1]) + mins[1], hsum_ps(acc[2]) + mins[2], hsum_ps(acc[3]) + mins[3]]
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let acc = lanes_x4!(
+        x,
+        y,
+        |bx| _mm256_or_si256(
+            nibbles(&bx.qs),
+            _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0xF0u8 as i8))
+        ),
+        dot_i8_i8
+    );
+    [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q8_0_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let acc = lanes_x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8);
+    [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
+}
+
 // ---------------------------------------------------------------------------------------------------
 // K-quant super-blocks × Q8_K. Per super-block: an i32×8 integer sum, scaled once by `d`; mins go
 // through `bsums` into a second float accumulator.

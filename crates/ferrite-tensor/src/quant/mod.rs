@@ -178,12 +178,31 @@ pub(crate) fn dot_in_unchecked(k: &Kernels, order: Accumulation, weight: DType, 
     }
 }
 
-/// Four outputs of one `Q4_K` weight row against four activation rows in [`Accumulation::RowsBy64`]
-/// order, bit-identical to four [`dot_in_unchecked`] calls. Checks as in `dot_unchecked`.
+/// Whether [`dot4_unchecked`] has a kernel for `weight` in `order`.
+pub(crate) fn has_dot4(order: Accumulation, weight: DType) -> bool {
+    use DType::*;
+    matches!((order, weight), (Accumulation::RowsBy64, Q4K) | (Accumulation::Lanes, Q4_0 | Q4_1 | Q5_0 | Q8_0))
+}
+
+/// Four outputs of one weight row against four activation rows, bit-identical to four
+/// [`dot_in_unchecked`] calls in `order` (the weight is unpacked once). Only where [`has_dot4`].
 #[inline]
-pub(crate) fn dot_q4k_rows_by_64_x4_unchecked(k: &Kernels, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+pub(crate) fn dot4_unchecked(k: &Kernels, order: Accumulation, weight: DType, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+    use DType::*;
     // SAFETY: as in `dot_unchecked`.
-    unsafe { (k.q4k_rows_by_64_x4)(as_blocks(w), x.map(as_blocks)) }
+    unsafe {
+        match (order, weight) {
+            (Accumulation::RowsBy64, Q4K) => (k.q4k_rows_by_64_x4)(as_blocks(w), x.map(as_blocks)),
+            (Accumulation::Lanes, Q4_0) => (k.q4_0_x4)(as_blocks(w), x.map(as_blocks)),
+            (Accumulation::Lanes, Q4_1) => (k.q4_1_x4)(as_blocks(w), x.map(as_blocks)),
+            (Accumulation::Lanes, Q5_0) => (k.q5_0_x4)(as_blocks(w), x.map(as_blocks)),
+            (Accumulation::Lanes, Q8_0) => (k.q8_0_x4)(as_blocks(w), x.map(as_blocks)),
+            _ => {
+                debug_assert!(false, "dot4_unchecked: {weight} {order:?}");
+                [f32::NAN; 4]
+            }
+        }
+    }
 }
 
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
@@ -219,6 +238,7 @@ pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: u
 // Run-time kernel selection.
 
 type Dot<W, A> = unsafe fn(&[W], &[A]) -> f32;
+type Dot4<W, A> = unsafe fn(&[W], [&[A]; 4]) -> [f32; 4];
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
 
@@ -238,7 +258,11 @@ pub(crate) struct Kernels {
     q6k: Dot<BlockQ6K, BlockQ8K>,
     q4k_rows: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
-    q4k_rows_by_64_x4: unsafe fn(&[BlockQ4K], [&[BlockQ8K]; 4]) -> [f32; 4],
+    q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
+    q4_0_x4: Dot4<BlockQ4_0, BlockQ8_0>,
+    q4_1_x4: Dot4<BlockQ4_1, BlockQ8_1>,
+    q5_0_x4: Dot4<BlockQ5_0, BlockQ8_0>,
+    q8_0_x4: Dot4<BlockQ8_0, BlockQ8_0>,
     q4k_tiled: Dot<BlockQ4K, BlockQ8K>,
     q5k_tiled: Dot<BlockQ5K, BlockQ8K>,
     q6k_tiled: Dot<BlockQ6K, BlockQ8K>,
@@ -264,6 +288,10 @@ static SCALAR: Kernels = Kernels {
     q4k_rows: scalar::dot_q4k_q8k_rows,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
+    q4_0_x4: scalar::vec_dot_q4_0_q8_0_x4,
+    q4_1_x4: scalar::vec_dot_q4_1_q8_1_x4,
+    q5_0_x4: scalar::vec_dot_q5_0_q8_0_x4,
+    q8_0_x4: scalar::vec_dot_q8_0_q8_0_x4,
     q4k_tiled: scalar::dot_q4k_q8k_tiled,
     q5k_tiled: scalar::dot_q5k_q8k_tiled,
     q6k_tiled: scalar::dot_q6k_q8k_tiled,
@@ -290,6 +318,10 @@ static AVX2: Kernels = Kernels {
     q4k_rows: avx2::dot_q4k_q8k_rows,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
+    q4_0_x4: avx2::vec_dot_q4_0_q8_0_x4,
+    q4_1_x4: avx2::vec_dot_q4_1_q8_1_x4,
+    q5_0_x4: avx2::vec_dot_q5_0_q8_0_x4,
+    q8_0_x4: avx2::vec_dot_q8_0_q8_0_x4,
     q4k_tiled: avx2::dot_q4k_q8k_tiled,
     q5k_tiled: avx2::dot_q5k_q8k_tiled,
     q6k_tiled: avx2::dot_q6k_q8k_tiled,

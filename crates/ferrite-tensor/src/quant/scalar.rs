@@ -378,6 +378,24 @@ pub fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     accumulate::tiled(q6k_blocks(x, y))
 }
 
+// Four activation rows against one weight row (the SIMD tier shares the weight unpacking).
+
+pub fn vec_dot_q4_0_q8_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q4_0_q8_0(x, y))
+}
+
+pub fn vec_dot_q4_1_q8_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q4_1_q8_1(x, y))
+}
+
+pub fn vec_dot_q5_0_q8_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q5_0_q8_0(x, y))
+}
+
+pub fn vec_dot_q8_0_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q8_0_q8_0(x, y))
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Dot products of plain float rows (`n` elements, little-endian bytes, no alignment assumed).
 

@@ -112,18 +112,28 @@ fn avx2_row_orders_match_scalar_bit_for_bit() {
     }
 }
 
-/// The four-token Q4_K gemm-order kernel equals four single calls, in every tier.
+/// The four-token kernels equal four single calls, in every tier.
 #[test]
-fn four_token_q4k_kernel_equals_four_single_calls() {
+fn four_token_kernels_equal_four_single_calls() {
     let mut rng = Rng::new(6);
-    for &n in lengths(DType::Q4K) {
-        let w = random_weight_row(DType::Q4K, n, &mut rng);
-        let xs: Vec<Vec<u8>> = (0..4).map(|_| act_row(DType::Q4K, &rng.activations(n))).collect();
-        for k in tiers() {
-            let four = dot_q4k_rows_by_64_x4_unchecked(k, &w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
-            for (t, x) in xs.iter().enumerate() {
-                let one = dot_in_unchecked(k, Accumulation::RowsBy64, DType::Q4K, &w, x, n);
-                assert_eq!(four[t].to_bits(), one.to_bits(), "{} n={n} token {t}: {} vs {one}", k.tier, four[t]);
+    let cases = [
+        (DType::Q4K, Accumulation::RowsBy64),
+        (DType::Q4_0, Accumulation::Lanes),
+        (DType::Q4_1, Accumulation::Lanes),
+        (DType::Q5_0, Accumulation::Lanes),
+        (DType::Q8_0, Accumulation::Lanes),
+    ];
+    for (dtype, order) in cases {
+        assert!(has_dot4(order, dtype));
+        for &n in lengths(dtype) {
+            let w = random_weight_row(dtype, n, &mut rng);
+            let xs: Vec<Vec<u8>> = (0..4).map(|_| act_row(dtype, &rng.activations(n))).collect();
+            for k in tiers() {
+                let four = dot4_unchecked(k, order, dtype, &w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+                for (t, x) in xs.iter().enumerate() {
+                    let one = dot_in_unchecked(k, order, dtype, &w, x, n);
+                    assert_eq!(four[t].to_bits(), one.to_bits(), "{dtype} {} n={n} token {t}: {} vs {one}", k.tier, four[t]);
+                }
             }
         }
     }
