@@ -710,6 +710,58 @@ fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
     sumi
 }
 
+/// [`dot_q6k_q8k_tiled`] for four activation rows at once: each weight super-block is unpacked once for
+/// all four. Bit-identical to four single calls.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let pair = scale_pair_masks();
+    let mut acc = [0.0f32; 4];
+    for (b, bx) in x.iter().enumerate() {
+        let d = bx.d.to_f32();
+        let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
+        let sc = halves(scales16);
+        let ql = bx.ql.as_chunks::<32>().0;
+        let qh = bx.qh.as_chunks::<32>().0;
+        // The 8 weight vectors (values + 32 in 0..64) and their scale shuffles, as in `q6k_lanes`.
+        let parts: [[(__m256i, __m256i); 4]; 2] = std::array::from_fn(|h| {
+            let l0 = load_u8x32(&ql[2 * h]);
+            let l1 = load_u8x32(&ql[2 * h + 1]);
+            let hb = load_u8x32(&qh[h]);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)))),
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), _mm256_and_si256(hb, _mm256_set1_epi8(0x30))),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xC0u8 as i8))),
+                ),
+            ];
+            std::array::from_fn(|s| (q[s], _mm256_shuffle_epi8(sc[h], pair[s])))
+        });
+        for t in 0..4 {
+            let by = &y[t][b];
+            let q8 = by.qs.as_chunks::<32>().0;
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, load_bsums(by)));
+            let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+            for h in 0..2 {
+                for s in 0..4 {
+                    let (q, scale) = parts[h][s];
+                    let p = _mm256_maddubs_epi16(q, load_i8x32(&q8[4 * h + s]));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
+                }
+            }
+            // `accumulate::tiled` with imin = dmin = 0, written out.
+            let r = (-0.0f32).mul_add(0.0, hsum_epi32(sumi) as f32 * d);
+            acc[t] = r.mul_add(by.d, acc[t]);
+        }
+    }
+    acc
+}
+
 /// [`scalar::q6k_isum`](super::scalar::q6k_isum), vectorised.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

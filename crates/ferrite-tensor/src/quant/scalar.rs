@@ -380,6 +380,10 @@ pub fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 
 // Four activation rows against one weight row (the SIMD tier shares the weight unpacking).
 
+pub fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    y.map(|y| dot_q6k_q8k_tiled(x, y))
+}
+
 pub fn vec_dot_q4_0_q8_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     y.map(|y| vec_dot_q4_0_q8_0(x, y))
 }
