@@ -140,14 +140,14 @@ impl<'a, 'b> Step<'a, 'b> {
         let mut counts = Vec::new();
         let mut start = 0;
         for s in self.seqs.iter() {
-            let n = s.tokens.len();
+            let (n, before) = (s.tokens.len(), rows.len());
             match s.logits {
                 Logits::None => {}
                 Logits::Last if n > 0 => rows.push(start + n - 1),
                 Logits::Last => {}
                 Logits::All => rows.extend(start..start + n),
             }
-            counts.push(rows.len() - counts.iter().sum::<usize>());
+            counts.push(rows.len() - before);
             start += n;
         }
         (rows, counts)

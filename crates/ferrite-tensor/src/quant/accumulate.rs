@@ -55,34 +55,65 @@ pub fn accumulation(weight: DType, rows: usize, tokens: usize, index: usize) -> 
     }
 }
 
-/// One super-block's contribution: `(isum, imin, d_w, dmin_w, d_a)`.
+/// One super-block's contribution (or, for [`Accumulation::RowsBy64`], one 64-element pair of
+/// sub-blocks'): `(isum, imin, d_w, dmin_w, d_a)`.
 pub(crate) type SuperBlock = (i32, i32, f32, f32, f32);
 
-/// [`Accumulation::Rows`] over a row's super-blocks.
-#[inline(always)]
-pub(crate) fn rows(blocks: impl Iterator<Item = SuperBlock>) -> f32 {
-    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
-    for (isum, imin, d, dmin, da) in blocks {
-        acc = (isum as f32).mul_add(d * da, acc);
-        acc_min = (imin as f32).mul_add(dmin * da, acc_min);
-    }
-    acc - acc_min
+/// The float state of one output in [`Accumulation::Rows`] or [`Accumulation::RowsBy64`] order (the same
+/// steps, fed per super-block or per pair of sub-blocks).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RowsAcc {
+    acc: f32,
+    acc_min: f32,
 }
 
-/// [`Accumulation::RowsBy64`] over a row's 64-element pairs of sub-blocks: `(isum, imin, d_w, dmin_w,
-/// d_a)` per pair, the scales repeated for the four pairs of a super-block.
+impl RowsAcc {
+    #[inline(always)]
+    pub fn add(&mut self, (isum, imin, d, dmin, da): SuperBlock) {
+        self.acc = (isum as f32).mul_add(d * da, self.acc);
+        self.acc_min = (imin as f32).mul_add(dmin * da, self.acc_min);
+    }
+
+    #[inline(always)]
+    pub fn finish(self) -> f32 {
+        self.acc - self.acc_min
+    }
+}
+
+/// The float state of one output in [`Accumulation::Tiled`] order.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct TiledAcc(f32);
+
+impl TiledAcc {
+    #[inline(always)]
+    pub fn add(&mut self, (isum, imin, d, dmin, da): SuperBlock) {
+        let r = (-dmin).mul_add(imin as f32, isum as f32 * d);
+        self.0 = r.mul_add(da, self.0);
+    }
+
+    #[inline(always)]
+    pub fn finish(self) -> f32 {
+        self.0
+    }
+}
+
+/// [`Accumulation::Rows`] over a row's super-blocks, or [`Accumulation::RowsBy64`] over its pairs.
 #[inline(always)]
-pub(crate) fn rows_by_64(pairs: impl Iterator<Item = SuperBlock>) -> f32 {
-    rows(pairs)
+pub(crate) fn rows(blocks: impl Iterator<Item = SuperBlock>) -> f32 {
+    let mut acc = RowsAcc::default();
+    // A `for` loop, not `for_each`: the callers' closures must stay inlinable into their SIMD kernels.
+    for b in blocks {
+        acc.add(b);
+    }
+    acc.finish()
 }
 
 /// [`Accumulation::Tiled`] over a row's super-blocks.
 #[inline(always)]
 pub(crate) fn tiled(blocks: impl Iterator<Item = SuperBlock>) -> f32 {
-    let mut acc = 0.0f32;
-    for (isum, imin, d, dmin, da) in blocks {
-        let r = (-dmin).mul_add(imin as f32, isum as f32 * d);
-        acc = r.mul_add(da, acc);
+    let mut acc = TiledAcc::default();
+    for b in blocks {
+        acc.add(b);
     }
-    acc
+    acc.finish()
 }

@@ -22,7 +22,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::accumulate;
+use super::accumulate::{self, RowsAcc, TiledAcc};
 use super::blocks::*;
 use crate::QK_K;
 
@@ -541,50 +541,75 @@ fn mins_x2(mn: [u8; 8]) -> __m256i {
     _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m))
 }
 
+/// One `Q4_K` weight super-block unpacked for the integer products: for each 64-element pair of
+/// sub-blocks, the low and high nibbles and their scales; and the mins, each repeated for the two
+/// 16-element `bsums` of its sub-block.
+struct Q4kWeights {
+    nibbles: [(__m256i, __m256i); 4],
+    scales: [(__m256i, __m256i); 4],
+    mins: __m256i,
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_unpack(bx: &BlockQ4K) -> Q4kWeights {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (sc, mn) = k4_scale_min(&bx.scales);
+    let q4 = bx.qs.as_chunks::<32>().0;
+    let zero = _mm256_setzero_si256();
+    let mut w = Q4kWeights { nibbles: [(zero, zero); 4], scales: [(zero, zero); 4], mins: mins_x2(mn) };
+    // Plain loops, not closures: a closure does not inherit this function's target features.
+    for j in 0..4 {
+        let bits = load_u8x32(&q4[j]);
+        w.nibbles[j] = (_mm256_and_si256(bits, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4));
+        w.scales[j] = (_mm256_set1_epi16(sc[2 * j] as i16), _mm256_set1_epi16(sc[2 * j + 1] as i16));
+    }
+    w
+}
+
+/// The scaled products of each pair of sub-blocks with the activations, in 8 exact i32 lanes each.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_pair_lanes(w: &Q4kWeights, by: &BlockQ8K) -> [__m256i; 4] {
+    let q8 = by.qs.as_chunks::<32>().0;
+    let mut p = [_mm256_setzero_si256(); 4];
+    for j in 0..4 {
+        let lo = _mm256_madd_epi16(w.scales[j].0, _mm256_maddubs_epi16(w.nibbles[j].0, load_i8x32(&q8[2 * j])));
+        let hi = _mm256_madd_epi16(w.scales[j].1, _mm256_maddubs_epi16(w.nibbles[j].1, load_i8x32(&q8[2 * j + 1])));
+        p[j] = _mm256_add_epi32(lo, hi);
+    }
+    p
+}
+
+/// `mins[k]·(bsums[2k] + bsums[2k+1])` in lane k: the mins against the activation sums, per sub-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_min_lanes(w: &Q4kWeights, by: &BlockQ8K) -> __m256i {
+    _mm256_madd_epi16(w.mins, load_bsums(by))
+}
+
 /// One `Q4_K` super-block against its `Q8_K`: the scaled sub-block products in 8 i32 lanes, and the
 /// mins against the activation sums in 8 more. Exact integers; their lane sums are
 /// [`scalar::q4k_isums`](super::scalar::q4k_isums).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q4k_lanes(bx: &BlockQ4K, by: &BlockQ8K) -> (__m256i, __m256i) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let (sc, mn) = k4_scale_min(&bx.scales);
-    let msum = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
-    let q4 = bx.qs.as_chunks::<32>().0;
-    let q8 = by.qs.as_chunks::<32>().0;
-    let mut sumi = _mm256_setzero_si256();
-    for j in 0..4 {
-        let bits = load_u8x32(&q4[j]);
-        let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, m4), load_i8x32(&q8[2 * j]));
-        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), load_i8x32(&q8[2 * j + 1]));
-        let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
-        let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(lo, hi));
-    }
-    (sumi, msum)
+    let w = q4k_unpack(bx);
+    let p = q4k_pair_lanes(&w, by);
+    let sumi = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+    (sumi, q4k_min_lanes(&w, by))
 }
 
-/// [`scalar::q4k_isum_pairs`](super::scalar::q4k_isum_pairs), vectorised.
+/// [`scalar::q4k_isum_pairs`](super::scalar::q4k_isum_pairs) for an unpacked weight super-block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) fn q4k_isum_pairs(bx: &BlockQ4K, by: &BlockQ8K) -> [(i32, i32); 4] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let (sc, mn) = k4_scale_min(&bx.scales);
-    let q4 = bx.qs.as_chunks::<32>().0;
-    let q8 = by.qs.as_chunks::<32>().0;
-    let pair: [__m256i; 4] = std::array::from_fn(|j| {
-        let bits = load_u8x32(&q4[j]);
-        let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, m4), load_i8x32(&q8[2 * j]));
-        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), load_i8x32(&q8[2 * j + 1]));
-        let lo = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), lo);
-        let hi = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), hi);
-        _mm256_add_epi32(lo, hi)
-    });
+fn q4k_pair_sums(w: &Q4kWeights, by: &BlockQ8K) -> [(i32, i32); 4] {
+    let pair = q4k_pair_lanes(w, by);
     // Four horizontal sums at once: hadd twice leaves [p0 p1 p2 p3] in each 128-bit half.
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
     let isums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-    // Mins: lane k is mn[k]·(bsums[2k] + bsums[2k+1]); pair j is lanes 2j + 2j+1.
-    let m = _mm256_madd_epi16(mins_x2(mn), load_bsums(by));
+    // Mins: pair j is lanes 2j + 2j+1.
+    let m = q4k_min_lanes(w, by);
     let m = _mm256_permute4x64_epi64::<0b1000>(_mm256_hadd_epi32(m, m));
     let (mut i, mut n) = ([0i32; 4], [0i32; 4]);
     // SAFETY: 16 writable bytes each.
@@ -592,7 +617,7 @@ pub(crate) fn q4k_isum_pairs(bx: &BlockQ4K, by: &BlockQ8K) -> [(i32, i32); 4] {
         _mm_storeu_si128(i.as_mut_ptr().cast(), isums);
         _mm_storeu_si128(n.as_mut_ptr().cast(), _mm256_castsi256_si128(m));
     }
-    std::array::from_fn(|j| (i[j], n[j]))
+    [(i[0], n[0]), (i[1], n[1]), (i[2], n[2]), (i[3], n[3])]
 }
 
 /// [`scalar::q4k_isums`](super::scalar::q4k_isums), vectorised.
@@ -671,28 +696,32 @@ pub unsafe fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     hsum_ps(acc) - hsum_ps(acc_min)
 }
 
-/// One `Q6_K` super-block against its `Q8_K` in 8 exact i32 lanes (ggml's lane layout). Values are
-/// stored as `q + 32` in 0..64 (unsigned, fit for `vpmaddubsw`); the −32 is applied per sub-block as
-/// `−32·scale·bsum`.
+/// One `Q6_K` weight super-block unpacked for the integer products: values stored as `q + 32` in 0..64
+/// (unsigned, fit for `vpmaddubsw`), one vector per 32 elements with the scales of its two sub-blocks.
+struct Q6kWeights {
+    /// `[half][quarter]`: (values, scales shuffled to their 16-element halves).
+    parts: [[(__m256i, __m256i); 4]; 2],
+    scales16: __m256i,
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
+fn q6k_unpack(bx: &BlockQ6K) -> Q6kWeights {
     let m4 = _mm256_set1_epi8(0x0F);
     let pair = scale_pair_masks();
     let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
-    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, load_bsums(by)));
-    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
-
     let sc = halves(scales16);
     let ql = bx.ql.as_chunks::<32>().0;
     let qh = bx.qh.as_chunks::<32>().0;
-    let q8 = by.qs.as_chunks::<32>().0;
+    let zero = _mm256_setzero_si256();
+    let mut w = Q6kWeights { parts: [[(zero, zero); 4]; 2], scales16 };
+    // Plain loops, not closures: a closure does not inherit this function's target features.
     for h in 0..2 {
         let l0 = load_u8x32(&ql[2 * h]);
         let l1 = load_u8x32(&ql[2 * h + 1]);
         let hb = load_u8x32(&qh[h]);
         // High bit pairs 0-1, 2-3, 4-5, 6-7 of `qh` become bits 4-5 of elements +0, +32, +64, +96.
-        let parts = [
+        let q = [
             _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)))),
             _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)))),
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), _mm256_and_si256(hb, _mm256_set1_epi8(0x30))),
@@ -702,12 +731,35 @@ fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
             ),
         ];
         for s in 0..4 {
-            let p = _mm256_maddubs_epi16(parts[s], load_i8x32(&q8[4 * h + s]));
-            let p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[h], pair[s]), p);
-            sumi = _mm256_add_epi32(sumi, p);
+            w.parts[h][s] = (q[s], _mm256_shuffle_epi8(sc[h], pair[s]));
+        }
+    }
+    w
+}
+
+/// An unpacked `Q6_K` super-block against its `Q8_K` in 8 exact i32 lanes (ggml's lane layout); the
+/// −32 of the stored values is applied per sub-block as `−32·scale·bsum`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6k_lanes_of(w: &Q6kWeights, by: &BlockQ8K) -> __m256i {
+    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(w.scales16, load_bsums(by)));
+    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+    let q8 = by.qs.as_chunks::<32>().0;
+    for h in 0..2 {
+        for s in 0..4 {
+            let (q, scale) = w.parts[h][s];
+            let p = _mm256_maddubs_epi16(q, load_i8x32(&q8[4 * h + s]));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
         }
     }
     sumi
+}
+
+/// One `Q6_K` super-block against its `Q8_K` in 8 exact i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
+    q6k_lanes_of(&q6k_unpack(bx), by)
 }
 
 /// [`dot_q6k_q8k_tiled`] for four activation rows at once: each weight super-block is unpacked once for
@@ -717,49 +769,16 @@ fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let pair = scale_pair_masks();
-    let mut acc = [0.0f32; 4];
+    let mut acc = [TiledAcc::default(); 4];
     for (b, bx) in x.iter().enumerate() {
+        let w = q6k_unpack(bx);
         let d = bx.d.to_f32();
-        let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
-        let sc = halves(scales16);
-        let ql = bx.ql.as_chunks::<32>().0;
-        let qh = bx.qh.as_chunks::<32>().0;
-        // The 8 weight vectors (values + 32 in 0..64) and their scale shuffles, as in `q6k_lanes`.
-        let parts: [[(__m256i, __m256i); 4]; 2] = std::array::from_fn(|h| {
-            let l0 = load_u8x32(&ql[2 * h]);
-            let l1 = load_u8x32(&ql[2 * h + 1]);
-            let hb = load_u8x32(&qh[h]);
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)))),
-                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), _mm256_and_si256(hb, _mm256_set1_epi8(0x30))),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
-                    _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xC0u8 as i8))),
-                ),
-            ];
-            std::array::from_fn(|s| (q[s], _mm256_shuffle_epi8(sc[h], pair[s])))
-        });
         for t in 0..4 {
             let by = &y[t][b];
-            let q8 = by.qs.as_chunks::<32>().0;
-            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, load_bsums(by)));
-            let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
-            for h in 0..2 {
-                for s in 0..4 {
-                    let (q, scale) = parts[h][s];
-                    let p = _mm256_maddubs_epi16(q, load_i8x32(&q8[4 * h + s]));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
-                }
-            }
-            // `accumulate::tiled` with imin = dmin = 0, written out.
-            let r = (-0.0f32).mul_add(0.0, hsum_epi32(sumi) as f32 * d);
-            acc[t] = r.mul_add(by.d, acc[t]);
+            acc[t].add((hsum_epi32(q6k_lanes_of(&w, by)), 0, d, 0.0, by.d));
         }
     }
-    acc
+    acc.map(TiledAcc::finish)
 }
 
 /// [`scalar::q6k_isum`](super::scalar::q6k_isum), vectorised.
@@ -799,9 +818,9 @@ pub unsafe fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    accumulate::rows_by_64(x.iter().zip(y).flat_map(|(bx, by)| {
+    accumulate::rows(x.iter().zip(y).flat_map(|(bx, by)| {
         let (d, dmin, da) = (bx.d.to_f32(), bx.dmin.to_f32(), by.d);
-        q4k_isum_pairs(bx, by).map(|(isum, imin)| (isum, imin, d, dmin, da))
+        q4k_pair_sums(&q4k_unpack(bx), by).map(|(isum, imin)| (isum, imin, d, dmin, da))
     }))
 }
 
@@ -812,45 +831,18 @@ pub unsafe fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_rows_by_64_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let (mut acc, mut acc_min) = ([0.0f32; 4], [0.0f32; 4]);
+    let mut acc = [RowsAcc::default(); 4];
     for (b, bx) in x.iter().enumerate() {
-        let (sc, mn) = k4_scale_min(&bx.scales);
+        let w = q4k_unpack(bx);
         let (d, dmin) = (bx.d.to_f32(), bx.dmin.to_f32());
-        let q4 = bx.qs.as_chunks::<32>().0;
-        let w: [(__m256i, __m256i); 4] = std::array::from_fn(|j| {
-            let bits = load_u8x32(&q4[j]);
-            (_mm256_and_si256(bits, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4))
-        });
-        let scale: [(__m256i, __m256i); 4] =
-            std::array::from_fn(|j| (_mm256_set1_epi16(sc[2 * j] as i16), _mm256_set1_epi16(sc[2 * j + 1] as i16)));
-        let mins = mins_x2(mn);
         for t in 0..4 {
             let by = &y[t][b];
-            let q8 = by.qs.as_chunks::<32>().0;
-            let pair: [__m256i; 4] = std::array::from_fn(|j| {
-                let lo = _mm256_madd_epi16(scale[j].0, _mm256_maddubs_epi16(w[j].0, load_i8x32(&q8[2 * j])));
-                let hi = _mm256_madd_epi16(scale[j].1, _mm256_maddubs_epi16(w[j].1, load_i8x32(&q8[2 * j + 1])));
-                _mm256_add_epi32(lo, hi)
-            });
-            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
-            let isums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-            let m = _mm256_madd_epi16(mins, load_bsums(by));
-            let m = _mm256_permute4x64_epi64::<0b1000>(_mm256_hadd_epi32(m, m));
-            let (mut i, mut n) = ([0i32; 4], [0i32; 4]);
-            // SAFETY: 16 writable bytes each.
-            unsafe {
-                _mm_storeu_si128(i.as_mut_ptr().cast(), isums);
-                _mm_storeu_si128(n.as_mut_ptr().cast(), _mm256_castsi256_si128(m));
-            }
-            let da = by.d;
-            for j in 0..4 {
-                acc[t] = (i[j] as f32).mul_add(d * da, acc[t]);
-                acc_min[t] = (n[j] as f32).mul_add(dmin * da, acc_min[t]);
+            for &(isum, imin) in &q4k_pair_sums(&w, by) {
+                acc[t].add((isum, imin, d, dmin, by.d));
             }
         }
     }
-    std::array::from_fn(|t| acc[t] - acc_min[t])
+    acc.map(RowsAcc::finish)
 }
 
 /// # Safety

@@ -244,20 +244,9 @@ pub fn vec_dot_q3k_q8k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
-/// The exact integer parts of one `Q4_K` super-block: `(Σ_j sc_j·Σ q·y, Σ_j m_j·Σ y)` over its 8
-/// sub-blocks of 32. Every accumulation order (see [`super::accumulate`]) starts from these.
-pub(crate) fn q4k_isums(bx: &BlockQ4K, by: &BlockQ8K) -> (i32, i32) {
-    let (sc, mn) = k4_scale_min(&bx.scales);
-    let mut isum = 0i32;
-    for j in 0..4 {
-        let q = &bx.qs[32 * j..][..32];
-        isum += sc[2 * j] as i32 * idot(q.iter().map(|&b| b & 0x0F), &by.qs[64 * j..][..32]);
-        isum += sc[2 * j + 1] as i32 * idot(q.iter().map(|&b| b >> 4), &by.qs[64 * j + 32..][..32]);
-    }
-    (isum, k4_min_sum(mn, by))
-}
-
-/// [`q4k_isums`] per 64-element pair of sub-blocks: entry `j` covers sub-blocks `2j` and `2j+1`.
+/// The exact integer parts of one `Q4_K` super-block per 64-element pair of sub-blocks (entry `j` covers
+/// sub-blocks `2j` and `2j+1`): `(Σ sc·Σ q·y, Σ m·Σ y)`. Every accumulation order (see
+/// [`super::accumulate`]) starts from these.
 pub(crate) fn q4k_isum_pairs(bx: &BlockQ4K, by: &BlockQ8K) -> [(i32, i32); 4] {
     let (sc, mn) = k4_scale_min(&bx.scales);
     let bsums = by.bsums;
@@ -268,6 +257,11 @@ pub(crate) fn q4k_isum_pairs(bx: &BlockQ4K, by: &BlockQ8K) -> [(i32, i32); 4] {
         let imin = (2 * j..2 * j + 2).map(|s| mn[s] as i32 * (bsums[2 * s] as i32 + bsums[2 * s + 1] as i32)).sum();
         (isum, imin)
     })
+}
+
+/// [`q4k_isum_pairs`] summed over the super-block.
+pub(crate) fn q4k_isums(bx: &BlockQ4K, by: &BlockQ8K) -> (i32, i32) {
+    q4k_isum_pairs(bx, by).iter().fold((0, 0), |(i, m), &(pi, pm)| (i + pi, m + pm))
 }
 
 /// `Σ_j m_j·(bsums[2j] + bsums[2j+1])`: the weight mins against the activation's per-16 sums.
@@ -355,7 +349,7 @@ pub fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 }
 
 pub fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    accumulate::rows_by_64(x.iter().zip(y).flat_map(|(bx, by)| {
+    accumulate::rows(x.iter().zip(y).flat_map(|(bx, by)| {
         let (d, dmin, da) = (f16_to_f32(bx.d), f16_to_f32(bx.dmin), by.d);
         q4k_isum_pairs(bx, by).map(|(isum, imin)| (isum, imin, d, dmin, da))
     }))
