@@ -3,14 +3,39 @@
 
 use std::time::{Duration, Instant};
 
-use ferrite_models::{KvCache, Logits, SeqBatch};
+use ferrite_models::{KvCache, Logits, BLOCK_SIZE};
 
 use crate::sampling::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
 use crate::{EngineError, LoadedModel};
 
-/// Prompt tokens per forward pass while prefilling.
-const PREFILL_CHUNK: usize = 512;
+/// Prompt tokens per forward pass while prefilling, at most.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// A prompt chunk of at least this many tokens takes the same kernels whatever its length (the K-quant
+/// tiled order from 8 tokens, tiled attention from 64), so each token's arithmetic — and so the output —
+/// does not depend on how a prompt is split, provided no chunk but a whole short prompt is shorter.
+pub const MIN_CHUNK: usize = 64;
+
+/// How many of the `rest` uncomputed prompt tokens to run next when `room` tokens fit the step: all of
+/// them if they fit, else a chunk of at least [`MIN_CHUNK`] that also leaves at least [`MIN_CHUNK`];
+/// `None` when no such chunk fits (wait for a step with more room).
+pub fn prefill_chunk(rest: usize, room: usize) -> Option<usize> {
+    if rest <= room {
+        return Some(rest);
+    }
+    let c = room.min(rest.saturating_sub(MIN_CHUNK));
+    (c >= MIN_CHUNK).then_some(c)
+}
+
+/// How much of a cached prefix of `common` tokens a prompt of `len` tokens may reuse: a multiple of
+/// `align` (the KV block size, or 1) that leaves at least [`MIN_CHUNK`] tokens (and at least one) to
+/// compute, so the computed rest gets the same bits as a fresh computation of the whole prompt; 0 when
+/// the prompt is too short for that.
+pub fn reusable_prefix(common: usize, len: usize, align: usize) -> usize {
+    let limit = common.min(len.saturating_sub(MIN_CHUNK));
+    limit / align * align
+}
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -77,19 +102,21 @@ pub fn generate(
     let tok = &lm.tokenizer;
     let vocab = model.config().vocab_size;
 
-    // Keep the cached prefix, but always recompute at least the last prompt token: its logits are needed.
-    let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+    // Keep the cached prefix where that leaves a chunk long enough to get the bits of a fresh computation.
+    let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+    let common = reusable_prefix(common, prompt.len(), BLOCK_SIZE);
     cache.truncate(common);
     cached.truncate(common);
 
     let t0 = Instant::now();
     let mut logits = Vec::new();
-    let rest = &prompt[common..];
-    let n_chunks = rest.len().div_ceil(PREFILL_CHUNK);
-    for (i, chunk) in rest.chunks(PREFILL_CHUNK).enumerate() {
-        let want = if i + 1 == n_chunks { Logits::Last } else { Logits::None };
-        logits = model.forward(&mut [SeqBatch { tokens: chunk, cache, logits: want }])?;
-        cached.extend_from_slice(chunk);
+    let mut at = common;
+    while at < prompt.len() {
+        let n = prefill_chunk(prompt.len() - at, PREFILL_CHUNK).expect("a full step always fits a chunk");
+        let want = if at + n == prompt.len() { Logits::Last } else { Logits::None };
+        logits = model.forward_cache(cache, &prompt[at..at + n], want)?;
+        cached.extend_from_slice(&prompt[at..at + n]);
+        at += n;
     }
     let prefill = t0.elapsed();
 
@@ -118,7 +145,7 @@ pub fn generate(
         if tokens.len() == req.max_tokens {
             break;
         }
-        logits = model.forward(&mut [SeqBatch { tokens: &[id], cache, logits: Logits::Last }])?;
+        logits = model.forward_cache(cache, &[id], Logits::Last)?;
         cached.push(id);
     }
     if finish != FinishReason::Stop {
@@ -129,4 +156,42 @@ pub fn generate(
         }
     }
     Ok(GenerateStats { prompt_tokens: prompt.len(), reused_tokens: common, tokens, prefill, decode: t1.elapsed(), finish })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_never_leave_a_short_rest() {
+        assert_eq!(prefill_chunk(40, 512), Some(40));
+        assert_eq!(prefill_chunk(512, 512), Some(512));
+        assert_eq!(prefill_chunk(530, 512), Some(466));
+        assert_eq!(prefill_chunk(64, 512), Some(64));
+        assert_eq!(prefill_chunk(200, 100), Some(100));
+        assert_eq!(prefill_chunk(150, 100), Some(86));
+        assert_eq!(prefill_chunk(120, 100), None, "any chunk that fits leaves fewer than 64");
+        assert_eq!(prefill_chunk(300, 63), None);
+        // Splitting a long prompt in steps of any room >= 128 always ends with every chunk >= 64.
+        for len in [65usize, 127, 128, 129, 511, 513, 1000, 1100] {
+            for room in [128usize, 200, 512] {
+                let (mut rest, mut chunks) = (len, Vec::new());
+                while rest > 0 {
+                    let c = prefill_chunk(rest, room).unwrap();
+                    chunks.push(c);
+                    rest -= c;
+                }
+                assert!(chunks.iter().all(|&c| (MIN_CHUNK..=room).contains(&c)), "{len} in {room}: {chunks:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reuse_leaves_a_full_chunk() {
+        assert_eq!(reusable_prefix(1000, 1010, 16), 944);
+        assert_eq!(reusable_prefix(100, 1010, 16), 96);
+        assert_eq!(reusable_prefix(70, 70, 16), 0);
+        assert_eq!(reusable_prefix(50, 200, 1), 50);
+        assert_eq!(reusable_prefix(500, 200, 1), 136);
+    }
 }

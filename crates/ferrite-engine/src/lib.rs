@@ -17,6 +17,6 @@ pub mod sampling;
 pub mod stop;
 
 pub use error::EngineError;
-pub use generate::{generate, FinishReason, GenerateRequest, GenerateStats};
+pub use generate::{generate, prefill_chunk, reusable_prefix, FinishReason, GenerateRequest, GenerateStats, MIN_CHUNK, PREFILL_CHUNK};
 pub use loaded::LoadedModel;
 pub use perplexity::{perplexity, Perplexity};

@@ -5,7 +5,7 @@
 //! adds one, and only the second half is scored — token j+1 predicted from the logits at j for
 //! j in ctx/2 .. ctx-1 — so every scored token has at least ctx/2 tokens of context.
 
-use ferrite_models::{Logits, Model, SeqBatch};
+use ferrite_models::{Logits, Model};
 
 use crate::EngineError;
 
@@ -59,7 +59,7 @@ pub fn perplexity(
             window[0] = b;
         }
         cache.truncate(0);
-        model.forward(&mut [SeqBatch { tokens: &window[..first], cache: &mut cache, logits: Logits::None }])?;
+        model.forward_cache(&mut cache, &window[..first], Logits::None)?;
         let mut at = first;
         while at < ctx {
             // A remainder shorter than a slice joins the last slice: chunks of 64+ tokens take the same
@@ -67,7 +67,7 @@ pub fn perplexity(
             // evaluated too (its prediction is not scored), as llama-perplexity does: the kernels group
             // tokens in fours from the start of each sequence chunk, so the slices must stay aligned.
             let end = if ctx - at < 2 * slice { ctx } else { at + slice };
-            let logits = model.forward(&mut [SeqBatch { tokens: &window[at..end], cache: &mut cache, logits: Logits::All }])?;
+            let logits = model.forward_cache(&mut cache, &window[at..end], Logits::All)?;
             for (j, row) in (at..end.min(ctx - 1)).zip(logits.chunks_exact(vocab)) {
                 let target = tokens[c * ctx + j + 1] as usize;
                 let l = log_softmax_at(row, target);

@@ -67,17 +67,18 @@ fn greedy_decoding_matches_llama_cpp() {
             prompt_ids.push(expected_prompt);
             seqs.push(Seq { id, expected: ids(&p["generated_ids"]), gaps: f64s(&p["top2_gaps"]), got: vec![], done: false, tie: None });
         }
-        let mut caches: Vec<_> = prompt_ids.iter().map(|p| lm.model.new_cache(p.len() + n_predict + 1)).collect();
+        let capacities: Vec<usize> = prompt_ids.iter().map(|p| p.len() + n_predict + 1).collect();
+        let (mut pool, mut caches) = ferrite_models::KvPool::with_sequences(lm.model.config(), &capacities);
         let mut inputs: Vec<Vec<u32>> = prompt_ids;
         while seqs.iter().any(|s| !s.done) {
             let active: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].done).collect();
             let mut batch: Vec<SeqBatch> = Vec::new();
             for (i, (c, inp)) in caches.iter_mut().zip(&inputs).enumerate() {
                 if !seqs[i].done {
-                    batch.push(SeqBatch { tokens: inp, cache: c, logits: Logits::Last });
+                    batch.push(SeqBatch { tokens: inp, kv: c, logits: Logits::Last });
                 }
             }
-            let logits = lm.model.forward(&mut batch).expect("forward");
+            let logits = lm.model.forward(&mut pool, &mut batch).expect("forward");
             for (row, &i) in active.iter().enumerate() {
                 let s = &mut seqs[i];
                 let next = ferrite_engine::sampling::argmax(&logits[row * vocab..(row + 1) * vocab]);
@@ -128,7 +129,7 @@ fn top10_logits_match_llama_cpp() {
 
         let vocab = lm.model.config().vocab_size;
         let mut cache = lm.model.new_cache(tokens.len());
-        let logits = lm.model.forward(&mut [SeqBatch { tokens: &tokens, cache: &mut cache, logits: Logits::All }]).unwrap();
+        let logits = lm.model.forward_cache(&mut cache, &tokens, Logits::All).unwrap();
         let (mut max_d, mut max_lse, mut differing) = (0f64, 0f64, 0usize);
         let positions = fx["positions"].as_array().unwrap();
         for p in positions {

@@ -17,7 +17,6 @@ use ferrite_tensor::ops;
 
 use crate::ModelConfig;
 use crate::layers::Step;
-use crate::KvCache;
 
 /// Query rows per tile in llama.cpp (`GGML_FA_TILE_Q`): a sequence with at least this many new tokens in
 /// a step takes the tiled path.
@@ -42,7 +41,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
             qr.iter_mut().for_each(|x| *x *= cfg.attn_scale);
         }
         rope.apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, p);
-        step.seqs[s].cache.store(layer, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
+        step.pool.store(layer, &step.seqs[s].kv.blocks, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
     }
 
     // Each sequence's visible keys and values, per kv head, widened to f32 once for all its query rows
@@ -53,6 +52,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     for (&s, &p) in step.seq.iter().zip(&step.pos) {
         span[s] = (span[s].0.min(first_visible(p)), span[s].1.max(p + 1));
     }
+    let pool = &*step.pool;
     let kv: Vec<Vec<WideHead>> = step
         .seqs
         .iter()
@@ -61,7 +61,12 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
             if lo >= hi {
                 return Vec::new();
             }
-            (0..n_kv).map(|g| widen(sq.cache, layer, g, lo..hi)).collect()
+            (0..n_kv)
+                .map(|g| {
+                    let (k, v) = pool.gather(layer, g, &sq.kv.blocks, lo..hi);
+                    (lo, k, v)
+                })
+                .collect()
         })
         .collect();
 
@@ -84,17 +89,6 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
 
 /// One kv head's keys and values from a first position on, as f32: (first position, keys, values).
 type WideHead = (usize, Vec<f32>, Vec<f32>);
-
-/// Keys and values of one kv head over `range`, widened to f32.
-fn widen(cache: &KvCache, layer: usize, g: usize, range: std::ops::Range<usize>) -> WideHead {
-    use half::slice::HalfFloatSliceExt;
-    let lo = range.start;
-    let (k, v) = cache.head(layer, g, range);
-    let (mut kf, mut vf) = (vec![0.0; k.len()], vec![0.0; v.len()]);
-    k.convert_to_f32_slice(&mut kf);
-    v.convert_to_f32_slice(&mut vf);
-    (lo, kf, vf)
-}
 
 /// One query head: the tiled or the per-key path, compiled with FMA where the CPU has it (the fused
 /// multiply-adds give the same bits either way; without the instruction they are library calls).

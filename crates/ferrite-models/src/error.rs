@@ -26,4 +26,8 @@ pub enum ModelError {
     Compute(ferrite_tensor::TensorError),
     #[error("KV cache was made for another model shape")]
     CacheMismatch,
+    #[error("block table names block {block}, but the KV pool has {n_blocks} blocks")]
+    BadBlock { block: u32, n_blocks: usize },
+    #[error("two sequences of one step write KV block {block}")]
+    SharedBlockWrite { block: u32 },
 }

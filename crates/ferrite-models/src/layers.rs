@@ -6,7 +6,8 @@ use ferrite_tensor::matmul::{self, QMatrix};
 use ferrite_tensor::ops;
 use ferrite_tensor::quant;
 
-use crate::{KvCache, ModelConfig, ModelError};
+use crate::kv::BLOCK_SIZE;
+use crate::{KvPool, ModelConfig, ModelError, SeqKv};
 
 pub(crate) use crate::attention::attention;
 
@@ -86,39 +87,52 @@ pub enum Logits {
     All,
 }
 
-/// One sequence's part of a forward pass: its new tokens, its cache (positions continue from
-/// `cache.len()`), and which logits it wants.
+/// One sequence's part of a forward pass: its new tokens, its block table (positions continue from
+/// `kv.len()`), and which logits it wants.
 pub struct SeqBatch<'a> {
     pub tokens: &'a [u32],
-    pub cache: &'a mut KvCache,
+    pub kv: &'a mut SeqKv,
     pub logits: Logits,
 }
 
 /// The batch flattened into token rows: row i belongs to sequence `seq[i]` at position `pos[i]`.
 pub(crate) struct Step<'a, 'b> {
+    pub pool: &'b mut KvPool,
     pub seqs: &'b mut [SeqBatch<'a>],
     pub seq: Vec<usize>,
     pub pos: Vec<usize>,
 }
 
 impl<'a, 'b> Step<'a, 'b> {
-    pub fn new(seqs: &'b mut [SeqBatch<'a>], config: &ModelConfig) -> Result<Self, ModelError> {
+    pub fn new(pool: &'b mut KvPool, seqs: &'b mut [SeqBatch<'a>], config: &ModelConfig) -> Result<Self, ModelError> {
+        if !pool.fits(config) {
+            return Err(ModelError::CacheMismatch);
+        }
         let (mut seq, mut pos) = (Vec::new(), Vec::new());
+        let mut written = Vec::new();
         for (i, s) in seqs.iter().enumerate() {
-            if !s.cache.fits(config) {
-                return Err(ModelError::CacheMismatch);
+            let start = s.kv.len();
+            let n = s.tokens.len();
+            if start + n > s.kv.capacity() {
+                return Err(ModelError::ContextFull { have: start, adding: n, capacity: s.kv.capacity() });
             }
-            let start = s.cache.len();
-            if start + s.tokens.len() > s.cache.capacity() {
-                return Err(ModelError::ContextFull { have: start, adding: s.tokens.len(), capacity: s.cache.capacity() });
+            if let Some(&b) = s.kv.blocks.iter().find(|&&b| b as usize >= pool.n_blocks()) {
+                return Err(ModelError::BadBlock { block: b, n_blocks: pool.n_blocks() });
             }
             if let Some(&id) = s.tokens.iter().find(|&&t| t as usize >= config.vocab_size) {
                 return Err(ModelError::BadToken { id, vocab: config.vocab_size });
             }
-            seq.extend(std::iter::repeat_n(i, s.tokens.len()));
-            pos.extend(start..start + s.tokens.len());
+            if n > 0 {
+                written.extend_from_slice(&s.kv.blocks[start / BLOCK_SIZE..=(start + n - 1) / BLOCK_SIZE]);
+            }
+            seq.extend(std::iter::repeat_n(i, n));
+            pos.extend(start..start + n);
         }
-        Ok(Step { seqs, seq, pos })
+        written.sort_unstable();
+        if let Some(w) = written.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ModelError::SharedBlockWrite { block: w[0] });
+        }
+        Ok(Step { pool, seqs, seq, pos })
     }
 
     pub fn n_rows(&self) -> usize {
@@ -156,7 +170,7 @@ impl<'a, 'b> Step<'a, 'b> {
     /// Mark the new tokens as cached.
     pub fn finish(self) {
         for s in self.seqs.iter_mut() {
-            s.cache.advance(s.tokens.len());
+            s.kv.advance(s.tokens.len());
         }
     }
 }

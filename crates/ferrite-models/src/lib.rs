@@ -1,8 +1,8 @@
 //! Model architectures as immutable weights plus a batched forward pass.
 //!
 //! A [`Model`] is loaded once from a GGUF file and shared (it is `Send + Sync`, never mutated). Everything
-//! that belongs to one sequence — its [`KvCache`] — lives outside it and is lent to
-//! [`Model::forward`], which runs a whole batch of sequences ([`SeqBatch`]) at once: every weight matrix is
+//! that belongs to one sequence — its block table ([`SeqKv`]) into a paged [`KvPool`] — lives outside it and
+//! is lent to [`Model::forward`], which runs a whole batch of sequences ([`SeqBatch`]) at once: every weight matrix is
 //! read once per step for all of their tokens, whether a sequence is prefilling a prompt or decoding one
 //! token. Batching, paging and speculation build on this shape without rewriting the architectures.
 //!
@@ -21,7 +21,7 @@ pub mod qwen2;
 
 pub use config::ModelConfig;
 pub use error::ModelError;
-pub use kv::KvCache;
+pub use kv::{KvCache, KvPool, SeqKv, BLOCK_SIZE};
 pub use layers::{Logits, SeqBatch};
 
 use ferrite_gguf::GgufFile;
@@ -63,13 +63,14 @@ impl Model {
         KvCache::new(self.config(), capacity)
     }
 
-    /// Run the new tokens of every sequence in `batch` through the model, appending to their caches.
+    /// Run the new tokens of every sequence in `batch` through the model, storing their keys and values in
+    /// `pool` through each sequence's block table and advancing its length.
     ///
     /// Returns the logits asked for, (rows, vocab), in batch order: one row per sequence with
-    /// [`Logits::Last`], one per token with [`Logits::All`]. On error the caches' lengths are unchanged (their contents past that length may
-    /// have been overwritten, which is harmless).
-    pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<f32>, ModelError> {
-        let mut step = Step::new(batch, self.config())?;
+    /// [`Logits::Last`], one per token with [`Logits::All`]. On error the sequences' lengths are unchanged
+    /// (pool contents past them may have been overwritten, which is harmless).
+    pub fn forward(&self, pool: &mut KvPool, batch: &mut [SeqBatch<'_>]) -> Result<Vec<f32>, ModelError> {
+        let mut step = Step::new(pool, batch, self.config())?;
         if step.n_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -79,5 +80,11 @@ impl Model {
         };
         step.finish();
         Ok(logits)
+    }
+
+    /// [`Model::forward`] for one sequence with a cache of its own.
+    pub fn forward_cache(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        cache.check_room(tokens.len())?;
+        self.forward(&mut cache.pool, &mut [SeqBatch { tokens, kv: &mut cache.seq, logits }])
     }
 }

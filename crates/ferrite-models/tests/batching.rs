@@ -12,7 +12,7 @@
 //!   `ubatch_1`: up to 0.94 on SmolLM2 and 1.15 on Gemma 3).
 
 use ferrite_gguf::GgufFile;
-use ferrite_models::{Logits, Model, SeqBatch};
+use ferrite_models::{KvPool, Logits, Model, SeqBatch};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -33,12 +33,12 @@ fn models() -> Vec<(Model, bool)> {
 }
 
 fn prefill(model: &Model, tokens: &[u32], chunks: &[usize]) -> Vec<f32> {
-    let mut cache = model.new_cache(64);
+    let mut cache = model.new_cache(tokens.len().max(64));
     let mut out = Vec::new();
     let mut at = 0;
     for &n in chunks {
         let logits = if n == 1 { Logits::Last } else { Logits::All };
-        out.extend(model.forward(&mut [SeqBatch { tokens: &tokens[at..at + n], cache: &mut cache, logits }]).unwrap());
+        out.extend(model.forward_cache(&mut cache, &tokens[at..at + n], logits).unwrap());
         at += n;
     }
     assert_eq!((at, cache.len()), (tokens.len(), tokens.len()));
@@ -81,6 +81,41 @@ fn token_by_token_prefill_moves_only_as_llama_cpp_does() {
     }
 }
 
+/// The rule the engine's prompt chunking relies on (`ferrite_engine::prefill_chunk`): chunks of 64 tokens
+/// or more take the same kernels whatever their length, so any such split — or a prefix computed earlier
+/// by another sequence and shared through the block table — gives the bits of the whole prompt at once.
+#[test]
+fn chunks_of_64_or_more_and_shared_prefix_blocks_are_bit_identical() {
+    for (model, _) in models() {
+        let arch = &model.config().arch;
+        let vocab = model.config().vocab_size;
+        let tokens: Vec<u32> = (0..200).map(|i| 100 + i * 37 % 5000).collect();
+        let all = prefill(&model, &tokens, &[200]);
+        assert_eq!(all, prefill(&model, &tokens, &[64, 136]), "{arch}: chunks of 64, 136");
+        assert_eq!(all, prefill(&model, &tokens, &[100, 100]), "{arch}: chunks of 100, 100");
+
+        // Sequence A computes the whole prompt in a shared pool; B reuses A's first 8 blocks (128
+        // positions) and computes only the last 72 tokens.
+        let mut pool = KvPool::new(model.config(), 32);
+        let mut a = ferrite_models::SeqKv::new((0..13).collect(), 0);
+        let la = model.forward(&mut pool, &mut [SeqBatch { tokens: &tokens, kv: &mut a, logits: Logits::All }]).unwrap();
+        assert_eq!(la, all);
+        let mut b = ferrite_models::SeqKv::new((0..8).chain(20..25).collect(), 128);
+        let lb = model.forward(&mut pool, &mut [SeqBatch { tokens: &tokens[128..], kv: &mut b, logits: Logits::All }]).unwrap();
+        assert_eq!(lb[..], all[128 * vocab..], "{arch}: the rest after a shared prefix");
+
+        // Two sequences may not write one block in one step.
+        let mut c = ferrite_models::SeqKv::new(vec![25], 0);
+        let mut d = ferrite_models::SeqKv::new(vec![25], 0);
+        let e = model
+            .forward(&mut pool, &mut [SeqBatch { tokens: &[1], kv: &mut c, logits: Logits::Last }, SeqBatch { tokens: &[2], kv: &mut d, logits: Logits::Last }])
+            .unwrap_err();
+        assert!(e.to_string().contains("block 25"), "{e}");
+        let mut bad = ferrite_models::SeqKv::new(vec![99], 0);
+        assert!(model.forward(&mut pool, &mut [SeqBatch { tokens: &[1], kv: &mut bad, logits: Logits::Last }]).is_err());
+    }
+}
+
 #[test]
 fn a_batch_of_sequences_is_bit_identical_to_each_alone() {
     for (model, _) in models() {
@@ -89,15 +124,15 @@ fn a_batch_of_sequences_is_bit_identical_to_each_alone() {
         let mut alone = Vec::new();
         for p in &prompts {
             let mut c = model.new_cache(32);
-            alone.push(model.forward(&mut [SeqBatch { tokens: p, cache: &mut c, logits: Logits::Last }]).unwrap());
+            alone.push(model.forward_cache(&mut c, p, Logits::Last).unwrap());
         }
-        let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache(32)).collect();
+        let (mut pool, mut caches) = KvPool::with_sequences(model.config(), &[32, 32, 32]);
         let mut batch: Vec<SeqBatch> = prompts
             .iter()
             .zip(caches.iter_mut())
-            .map(|(p, c)| SeqBatch { tokens: p, cache: c, logits: Logits::Last })
+            .map(|(p, c)| SeqBatch { tokens: p, kv: c, logits: Logits::Last })
             .collect();
-        let together = model.forward(&mut batch).unwrap();
+        let together = model.forward(&mut pool, &mut batch).unwrap();
         for (i, a) in alone.iter().enumerate() {
             assert_eq!(a[..], together[i * vocab..(i + 1) * vocab], "{}: sequence {i} differs in a batch", model.config().arch);
         }
@@ -110,11 +145,11 @@ fn bad_input_is_an_error_and_leaves_the_cache_alone() {
     for (model, _) in models() {
         let mut c = model.new_cache(4);
         let vocab = model.config().vocab_size as u32;
-        assert!(model.forward(&mut [SeqBatch { tokens: &[1, vocab], cache: &mut c, logits: Logits::Last }]).is_err());
-        assert!(model.forward(&mut [SeqBatch { tokens: &[1, 2, 3, 4, 5], cache: &mut c, logits: Logits::Last }]).is_err());
+        assert!(model.forward_cache(&mut c, &[1, vocab], Logits::Last).is_err());
+        assert!(model.forward_cache(&mut c, &[1, 2, 3, 4, 5], Logits::Last).is_err());
         assert_eq!(c.len(), 0);
-        model.forward(&mut [SeqBatch { tokens: &[1, 2, 3, 4], cache: &mut c, logits: Logits::None }]).unwrap();
-        let e = model.forward(&mut [SeqBatch { tokens: &[1], cache: &mut c, logits: Logits::Last }]).unwrap_err();
+        model.forward_cache(&mut c, &[1, 2, 3, 4], Logits::None).unwrap();
+        let e = model.forward_cache(&mut c, &[1], Logits::Last).unwrap_err();
         assert!(e.to_string().contains("context full"), "{e}");
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ferrite_engine::LoadedModel;
-use ferrite_models::{Logits, Model, SeqBatch};
+use ferrite_models::{Logits, Model};
 use serde_json::json;
 
 use crate::BenchArgs;
@@ -120,11 +120,11 @@ fn run_test(model: &Model, n_prompt: usize, n_gen: usize, reps: usize, seed: u64
         cache.truncate(0);
         if n_prompt > 0 {
             let tokens: Vec<u32> = (0..n_prompt).map(|_| token()).collect();
-            model.forward(&mut [SeqBatch { tokens: &tokens, cache, logits: Logits::Last }])?;
+            model.forward_cache(cache, &tokens, Logits::Last)?;
         }
         for _ in 0..n_gen {
             let t = [token()];
-            model.forward(&mut [SeqBatch { tokens: &t, cache, logits: Logits::Last }])?;
+            model.forward_cache(cache, &t, Logits::Last)?;
         }
         Ok(())
     };
