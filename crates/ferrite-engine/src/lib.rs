@@ -7,6 +7,8 @@
 //! - [`generate()`]: prompt in, streamed text out, stopping at end-of-generation tokens, stop strings or
 //!   the token limit.
 //! - [`perplexity()`]: llama-perplexity's measurement.
+//! - [`serving`]: many sequences at once — an engine thread with continuous batching over a paged KV
+//!   cache with prefix reuse, fed through a handle (what `ferrite serve` runs on).
 
 pub mod chat;
 mod error;
@@ -14,6 +16,7 @@ mod generate;
 mod loaded;
 mod perplexity;
 pub mod sampling;
+pub mod serving;
 pub mod stop;
 
 pub use error::EngineError;

@@ -7,6 +7,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_models::Model;
 use ferrite_tokenizer::Tokenizer;
 
+use crate::chat::ChatTemplate;
 use crate::EngineError;
 
 /// Everything loaded from one GGUF file. The model and tokenizer are immutable and shared.
@@ -35,6 +36,29 @@ impl LoadedModel {
         let chat_template = gguf.opt_str("tokenizer.chat_template")?.map(str::to_string);
         prefault(&gguf, progress);
         Ok(LoadedModel { gguf: Arc::new(gguf), model: Arc::new(model), tokenizer: Arc::new(tokenizer), chat_template })
+    }
+
+    /// The chat template built with this model's BOS and EOS texts; `None` if the file has no template.
+    pub fn template(&self) -> Result<Option<ChatTemplate>, EngineError> {
+        let Some(src) = &self.chat_template else { return Ok(None) };
+        let text = |id: Option<u32>| id.and_then(|id| self.tokenizer.token_text(id)).unwrap_or_default().to_string();
+        Ok(Some(ChatTemplate::new(src, &text(self.tokenizer.bos()), &text(self.tokenizer.eos()))?))
+    }
+
+    /// Tokenize a prompt as llama.cpp does: special tokens parsed, BOS per the metadata unless the text
+    /// (e.g. a rendered chat template) already starts with it.
+    pub fn tokenize_prompt(&self, text: &str) -> Vec<u32> {
+        let tok = &self.tokenizer;
+        let mut ids = tok.encode(text, true, true);
+        if let Some(bos) = tok.bos()
+            && tok.add_bos()
+            && ids.len() >= 2
+            && ids[0] == bos
+            && ids[1] == bos
+        {
+            ids.remove(0);
+        }
+        ids
     }
 }
 

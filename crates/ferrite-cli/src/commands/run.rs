@@ -17,10 +17,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     let sampling = sampling(&a)?;
     let lm = super::load(&a.model)?;
     let ctx = a.ctx.unwrap_or(lm.model.config().ctx_train.min(DEFAULT_MAX_CTX));
-    let template = match &lm.chat_template {
-        Some(src) => Some(chat_template(&lm, src)?),
-        None => None,
-    };
+    let template = lm.template()?;
     let mut cache = lm.model.new_cache(ctx);
     let mut cached = Vec::new();
 
@@ -42,7 +39,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     } else {
         prompt.clone()
     };
-    let tokens = tokenize_prompt(&lm, &text);
+    let tokens = lm.tokenize_prompt(&text);
     let req = GenerateRequest { prompt: tokens, max_tokens: a.max_tokens, sampling, stop: a.stop.clone() };
     let mut out = std::io::stdout().lock();
     let stats = generate(&lm, &mut cache, &mut cached, &req, &mut |piece| {
@@ -72,27 +69,6 @@ fn sampling(a: &RunArgs) -> Result<SamplingParams> {
     let params = SamplingParams { sampling, penalties };
     params.validate().context("invalid sampling settings")?;
     Ok(params)
-}
-
-fn chat_template(lm: &LoadedModel, src: &str) -> Result<ChatTemplate> {
-    let text = |id: Option<u32>| id.and_then(|id| lm.tokenizer.token_text(id)).unwrap_or_default().to_string();
-    Ok(ChatTemplate::new(src, &text(lm.tokenizer.bos()), &text(lm.tokenizer.eos()))?)
-}
-
-/// Tokenize a prompt as llama.cpp does: special tokens parsed, BOS per the metadata unless the text
-/// (e.g. a rendered chat template) already starts with it.
-fn tokenize_prompt(lm: &LoadedModel, text: &str) -> Vec<u32> {
-    let tok = &lm.tokenizer;
-    let mut ids = tok.encode(text, true, true);
-    if let Some(bos) = tok.bos()
-        && tok.add_bos()
-        && ids.len() >= 2
-        && ids[0] == bos
-        && ids[1] == bos
-    {
-        ids.remove(0);
-    }
-    ids
 }
 
 fn report(s: &GenerateStats) {
@@ -129,7 +105,7 @@ fn chat_loop(a: &RunArgs, lm: &LoadedModel, template: &ChatTemplate, sampling: S
             break;
         }
         messages.push(json!({"role": "user", "content": line}));
-        let prompt = tokenize_prompt(lm, &template.render(&messages, true, None)?);
+        let prompt = lm.tokenize_prompt(&template.render(&messages, true, None)?);
         let req = GenerateRequest { prompt, max_tokens: a.max_tokens, sampling: sampling.clone(), stop: a.stop.clone() };
         let mut reply = String::new();
         let mut out = std::io::stdout().lock();
