@@ -30,6 +30,8 @@ enum Command {
     Info(InfoArgs),
     /// Measure prompt processing and generation speed, like llama-bench.
     Bench(BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (see docs/server.md).
+    Serve(ServeArgs),
 }
 
 #[derive(Args)]
@@ -164,6 +166,42 @@ pub struct BenchArgs {
     seed: u64,
 }
 
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Most tokens one sequence may hold, prompt and output (default: the model's, at most 8192).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Sequences computed together.
+    #[arg(long, default_value_t = 16)]
+    max_seqs: usize,
+    /// Memory for the paged KV cache, e.g. 512M or 2G (default: a quarter of the available memory, at
+    /// least one full context).
+    #[arg(long)]
+    kv_mem: Option<String>,
+    /// Require `Authorization: Bearer KEY` on /v1 requests.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Requests waiting for admission before new ones get 429.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Tokens per engine step (decoding sequences plus prompt chunks); at least 128.
+    #[arg(long, default_value_t = 512)]
+    step_tokens: usize,
+    /// Seconds a request may run.
+    #[arg(long, default_value_t = 600)]
+    request_timeout: u64,
+    /// Model id reported by /v1/models (default: the file name).
+    #[arg(long)]
+    model_name: Option<String>,
+}
+
 fn main() -> Result<()> {
     // Like other command-line tools, end quietly when stdout is a closed pipe (`ferrite info … | head`)
     // instead of panicking on the failed write: restore the default SIGPIPE action Rust's runtime ignores.
@@ -180,5 +218,6 @@ fn main() -> Result<()> {
         Command::Perplexity(a) => commands::perplexity::main(a),
         Command::Info(a) => commands::info::main(a),
         Command::Bench(a) => commands::bench::main(a),
+        Command::Serve(a) => commands::serve::main(a),
     }
 }

@@ -40,8 +40,8 @@ impl KvPool {
             n_kv_heads: config.n_kv_heads,
             head_dim: config.head_dim,
             n_blocks,
-            k: (0..config.n_layers).map(|_| vec![f16::ZERO; per_layer]).collect(),
-            v: (0..config.n_layers).map(|_| vec![f16::ZERO; per_layer]).collect(),
+            k: (0..config.n_layers).map(|_| bytemuck::zeroed_vec(per_layer)).collect(),
+            v: (0..config.n_layers).map(|_| bytemuck::zeroed_vec(per_layer)).collect(),
         }
     }
 

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod info;
 pub mod perplexity;
 pub mod run;
+pub mod serve;
 pub mod tokens;
 
 use anyhow::{Context, Result};
