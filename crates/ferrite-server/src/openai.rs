@@ -191,7 +191,7 @@ mod tests {
 
         let bad = |json: &str| {
             let r: ChatRequest = parse(json.as_bytes()).unwrap();
-            r.common.sampling().and(r.common.stop()).and(r.common.max_tokens().map(|_| vec![])).unwrap_err()
+            r.common.sampling().and(r.common.stop()).and(r.common.max_tokens().map(|_| Vec::<String>::new())).unwrap_err()
         };
         assert_eq!(bad(r#"{"messages":[],"n":2}"#).param, Some("n"));
         assert_eq!(bad(r#"{"messages":[],"temperature":3}"#).param, Some("temperature"));
