@@ -61,7 +61,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
                 cfg.n_layers,
                 t.elapsed().as_secs_f64(),
                 a.max_seqs,
-                kv_blocks * block >> 20,
+                (kv_blocks * block) >> 20,
             );
             let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let ready = Ready { engine: e.handle(), lm: Arc::new(lm), template, created };
