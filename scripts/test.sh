@@ -12,4 +12,4 @@ scripts/reference/make_ppl_text.sh >/dev/null
 export FERRITE_REQUIRE_DATA=1
 cargo test --workspace --locked "$@"
 cargo build --profile test --locked -p ferrite-cli
-FERRITE_BIN="$here/target/debug/ferrite" python3 -m pytest -q tests/server tests/e2e
+FERRITE_BIN="$here/target/debug/ferrite" python3 -m pytest -q -p no:cacheprovider tests/server tests/e2e
