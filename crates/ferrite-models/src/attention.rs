@@ -22,7 +22,7 @@ use crate::layers::Step;
 /// a step takes the tiled path.
 const TILE_Q: usize = 64;
 /// Keys per tile (`GGML_FA_TILE_KV`).
-const TILE_KV: usize = 64;
+pub(crate) const TILE_KV: usize = 64;
 
 /// Attention of layer `layer` for every row of the step.
 ///
@@ -52,25 +52,28 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     for (&s, &p) in step.seq.iter().zip(&step.pos) {
         span[s] = (span[s].0.min(first_visible(p)), span[s].1.max(p + 1));
     }
+    let tiled: Vec<bool> = step.seqs.iter().map(|s| s.tokens.len() >= TILE_Q).collect();
+    let simd = simd_supported(hd);
     let pool = &*step.pool;
     let kv: Vec<Vec<WideHead>> = step
         .seqs
-        .iter()
+        .par_iter()
         .zip(&span)
-        .map(|(sq, &(lo, hi))| {
+        .zip(&tiled)
+        .map(|((sq, &(lo, hi)), &tiled)| {
             if lo >= hi {
                 return Vec::new();
             }
             (0..n_kv)
                 .map(|g| {
-                    let (k, v) = pool.gather(layer, g, &sq.kv.blocks, lo..hi);
-                    (lo, k, v)
+                    let (keys, values) = pool.gather(layer, g, &sq.kv.blocks, lo..hi);
+                    let (kt_base, kt) = if tiled && simd { transpose_keys(&keys, hd, lo) } else { (0, Vec::new()) };
+                    WideHead { lo, keys, values, kt_base, kt }
                 })
                 .collect()
         })
         .collect();
 
-    let tiled: Vec<bool> = step.seqs.iter().map(|s| s.tokens.len() >= TILE_Q).collect();
     let (seq, pos) = (&step.seq, &step.pos);
     let group = n_heads / n_kv;
     let scale = if cfg.attn_prescale_q { 1.0 } else { cfg.attn_scale };
@@ -79,16 +82,55 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
         let (r, h) = (i / n_heads, i % n_heads);
         let p = pos[r];
         let start = first_visible(p);
-        let (lo, keys, values) = &kv[seq[r]][h / group];
-        let range = (start - lo) * hd..(p + 1 - lo) * hd;
+        let w = &kv[seq[r]][h / group];
+        let range = (start - w.lo) * hd..(p + 1 - w.lo) * hd;
         let qh = &q[i * hd..(i + 1) * hd];
-        attend(tiled[seq[r]], qh, &keys[range.clone()], &values[range], start, scale, o);
+        let (keys, values) = (&w.keys[range.clone()], &w.values[range]);
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: simd_supported() checked the CPU features and the head dimension; kt was built
+            // for tiled sequences and covers their visible positions.
+            unsafe {
+                if tiled[seq[r]] {
+                    attention_avx2::attend_tiled(qh, &w.kt, w.kt_base, values, start, p + 1, scale, o);
+                } else {
+                    attention_avx2::attend_f16(qh, keys, values, scale, o);
+                }
+            }
+            return;
+        }
+        attend(tiled[seq[r]], qh, keys, values, start, scale, o);
     });
     out
 }
 
-/// One kv head's keys and values from a first position on, as f32: (first position, keys, values).
-type WideHead = (usize, Vec<f32>, Vec<f32>);
+/// One kv head's keys and values from a first position on, widened to f32, and for the tiled SIMD path
+/// the keys transposed in groups of eight.
+struct WideHead {
+    lo: usize,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    kt_base: usize,
+    kt: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+use crate::attention_avx2::{self, transpose_keys};
+
+#[cfg(target_arch = "x86_64")]
+fn simd_supported(hd: usize) -> bool {
+    attention_avx2::supported(hd)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn simd_supported(_: usize) -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn transpose_keys(_: &[f32], _: usize, _: usize) -> (usize, Vec<f32>) {
+    unreachable!("no SIMD attention on this architecture")
+}
 
 /// One query head: the tiled or the per-key path, compiled with FMA where the CPU has it (the fused
 /// multiply-adds give the same bits either way; without the instruction they are library calls).
@@ -118,7 +160,7 @@ fn attend_body(tiled: bool, q: &[f32], keys: &[f32], values: &[f32], start: usiz
 
 /// One query against keys/values (positions, head_dim), per-key online softmax with an f16 accumulator.
 #[inline(always)]
-fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
+pub(crate) fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let q16: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     let mut acc = vec![f16::ZERO; hd];
@@ -168,7 +210,7 @@ fn dot_lanes(x: &[f32], y: &[f32]) -> f32 {
 
 /// `_mm512_reduce_add_ps` as GCC expands it: halves added pairwise down to one lane.
 #[inline(always)]
-fn reduce16(v: &[f32; 16]) -> f32 {
+pub(crate) fn reduce16(v: &[f32; 16]) -> f32 {
     let t8: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
     let t4: [f32; 4] = std::array::from_fn(|i| t8[i + 4] + t8[i]);
     (t4[0] + t4[2]) + (t4[1] + t4[3])
@@ -177,7 +219,7 @@ fn reduce16(v: &[f32; 16]) -> f32 {
 /// One query against keys/values that start at cache position `start`, in tiles of TILE_KV positions
 /// aligned to multiples of TILE_KV, with an f32 accumulator rescaled per tile.
 #[inline(always)]
-fn attend_tiled(q: &[f32], keys: &[f32], values: &[f32], start: usize, scale: f32, out: &mut [f32]) {
+pub(crate) fn attend_tiled(q: &[f32], keys: &[f32], values: &[f32], start: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let n = keys.len() / hd;
     let end = start + n; // one past the last visible position

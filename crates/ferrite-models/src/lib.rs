@@ -10,6 +10,8 @@
 //! [`gemma3`].
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx2;
 mod config;
 mod error;
 mod kv;

@@ -1,0 +1,267 @@
+//! AVX2 + FMA + F16C twins of the two attention paths in `attention.rs`, bit-identical to them (tested
+//! below): the same operations in the same order per key and per output element, only several at once.
+//!
+//! - per-key path (decoding): the f16 rounding of the query and of the accumulator is done eight lanes at
+//!   a time with F16C (round to nearest even, as `half` does in software), and ggml's 16-lane dot product
+//!   keeps its lane layout in two 8-lane registers;
+//! - tiled path (prompt chunks): a key's score is a sequential fused multiply-add chain over the head
+//!   dimension, so eight keys' chains run side by side in the lanes of one register, reading keys
+//!   transposed in groups of eight ([`transpose_keys`]); the output accumulates in registers.
+//!
+//! Both take head dimensions that are multiples of 64 up to 256 ([`supported`]); others use the scalar
+//! code.
+
+use std::arch::x86_64::*;
+
+use ferrite_tensor::ops;
+
+use crate::attention::TILE_KV;
+
+/// Largest head dimension held in registers.
+const MAX_HD: usize = 256;
+
+/// Whether the CPU and the head dimension allow these kernels (and `FERRITE_KERNELS` does not cap them
+/// to scalar).
+pub(crate) fn supported(hd: usize) -> bool {
+    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let cpu = *CPU.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+            && ferrite_tensor::quant::kernel_tier() != "scalar"
+    });
+    cpu && hd % 64 == 0 && hd <= MAX_HD
+}
+
+/// Keys (positions, hd) starting at absolute position `lo`, transposed into groups of eight positions
+/// aligned to multiples of eight: `[group][d][8]`, group 0 starting at `lo / 8 * 8`. Positions before
+/// `lo` or past the end are zero (they are masked by the caller).
+pub(crate) fn transpose_keys(keys: &[f32], hd: usize, lo: usize) -> (usize, Vec<f32>) {
+    let base = lo / 8 * 8;
+    let n = keys.len() / hd;
+    let groups = (lo + n - base).div_ceil(8);
+    let mut kt = vec![0.0f32; groups * hd * 8];
+    for (j, key) in keys.chunks_exact(hd).enumerate() {
+        let a = lo + j - base;
+        let (g, lane) = (a / 8, a % 8);
+        let dst = &mut kt[g * hd * 8..(g + 1) * hd * 8];
+        for (d, &x) in key.iter().enumerate() {
+            dst[d * 8 + lane] = x;
+        }
+    }
+    (base, kt)
+}
+
+/// f16 rounding of eight lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn round16(x: __m256) -> __m256 {
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+}
+
+/// ggml's 16-lane f16 dot product (see `attention::dot_lanes`) of one key with the rounded query.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_lanes(k: &[f32], q: &[__m256], hd: usize) -> f32 {
+    let k = k[..hd].as_ptr();
+    // SAFETY: the loads stay within k[..hd] (hd is a multiple of 64).
+    unsafe { dot_lanes_raw(k, q, hd) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_lanes_raw(k: *const f32, q: &[__m256], hd: usize) -> f32 {
+    unsafe {
+        let mut a = [_mm256_setzero_ps(); 8]; // acc[j] lanes 0..8 at 2j, lanes 8..16 at 2j+1
+        for blk in 0..hd / 64 {
+            for j in 0..4 {
+                let at = blk * 64 + j * 16;
+                a[2 * j] = _mm256_fmadd_ps(_mm256_loadu_ps(k.add(at)), q[at / 8], a[2 * j]);
+                a[2 * j + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(k.add(at + 8)), q[at / 8 + 1], a[2 * j + 1]);
+            }
+        }
+        let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+        let t8 = _mm256_add_ps(hi, lo);
+        let t4 = _mm_add_ps(_mm256_extractf128_ps::<1>(t8), _mm256_castps256_ps128(t8));
+        let t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4)); // [t4[0]+t4[2], t4[1]+t4[3], ..]
+        _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps::<0b01>(t2, t2)))
+    }
+}
+
+/// Twin of `attention::attend_f16`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 64 up to 256; keys and values hold whole
+/// rows of `q.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
+    unsafe {
+        let hd = q.len();
+        let nv = hd / 8;
+        let mut q16 = [_mm256_setzero_ps(); MAX_HD / 8];
+        for i in 0..nv {
+            q16[i] = round16(_mm256_loadu_ps(q.as_ptr().add(8 * i)));
+        }
+        let mut acc = [_mm256_setzero_ps(); MAX_HD / 8];
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+        let n = keys.len() / hd;
+        for j in 0..n {
+            let s = dot_lanes(&keys[j * hd..], &q16[..nv], hd) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > m {
+                ms = (m - s).exp();
+                m = s;
+                let msv = _mm256_set1_ps(ms);
+                for a in acc.iter_mut().take(nv) {
+                    *a = round16(_mm256_mul_ps(*a, msv));
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            let vsv = _mm256_set1_ps(vs);
+            let v = values.as_ptr().add(j * hd);
+            for (i, a) in acc.iter_mut().enumerate().take(nv) {
+                *a = round16(_mm256_fmadd_ps(_mm256_loadu_ps(v.add(8 * i)), vsv, *a));
+            }
+            sum = sum.mul_add(ms, vs);
+        }
+        let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+        for (i, a) in acc.iter().enumerate().take(nv) {
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), _mm256_mul_ps(*a, inv));
+        }
+    }
+}
+
+/// Twin of `attention::attend_tiled` for the keys at absolute positions `start..end`, read transposed
+/// from `kt` (built by [`transpose_keys`] with group 0 at `kt_base`), and `values` (rows from `start`).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 64 up to 256; `kt` covers `start..end`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attend_tiled(
+    q: &[f32],
+    kt: &[f32],
+    kt_base: usize,
+    values: &[f32],
+    start: usize,
+    end: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    unsafe {
+        let hd = q.len();
+        let nv = hd / 8;
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+        let mut o = [_mm256_setzero_ps(); MAX_HD / 8];
+        let mut p = [0f32; TILE_KV];
+        let mut tile = start / TILE_KV * TILE_KV;
+        while tile < end {
+            let (lo, hi) = (tile.max(start), (tile + TILE_KV).min(end));
+            // Scores of the groups of eight keys overlapping lo..hi: eight fma chains per register.
+            let (g0, g1) = ((lo - kt_base) / 8, (hi - kt_base).div_ceil(8));
+            let mut accs = [_mm256_setzero_ps(); TILE_KV / 8 + 1];
+            let ng = g1 - g0;
+            for d in 0..hd {
+                let qd = _mm256_set1_ps(q[d]);
+                for (g, a) in accs.iter_mut().enumerate().take(ng) {
+                    *a = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kt.as_ptr().add(((g0 + g) * hd + d) * 8)), *a);
+                }
+            }
+            let mut scores = [0f32; (TILE_KV / 8 + 1) * 8];
+            for (g, a) in accs.iter().enumerate().take(ng) {
+                _mm256_storeu_ps(scores.as_mut_ptr().add(8 * g), *a);
+            }
+            p.fill(f32::NEG_INFINITY);
+            let first = kt_base + g0 * 8;
+            for j in lo..hi {
+                p[j - tile] = scores[j - first] * scale;
+            }
+            let mut tile_max = f32::NEG_INFINITY;
+            for &x in &p {
+                tile_max = tile_max.max(x);
+            }
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                let msv = _mm256_set1_ps(ms);
+                for a in o.iter_mut().take(nv) {
+                    *a = _mm256_mul_ps(*a, msv);
+                }
+                sum *= ms;
+            }
+            m = m_new;
+            let mut tile_sum = 0.0f64;
+            for chunk in p.chunks_exact_mut(16) {
+                for x in chunk.iter_mut() {
+                    *x = ops::expf_fast(*x - m);
+                }
+                let c: &[f32; 16] = (&*chunk).try_into().expect("16 lanes");
+                tile_sum += crate::attention::reduce16(c) as f64;
+            }
+            sum = (sum as f64 + tile_sum) as f32;
+            for j in lo..hi {
+                let w = _mm256_set1_ps(p[j - tile]);
+                let v = values.as_ptr().add((j - start) * hd);
+                for (i, a) in o.iter_mut().enumerate().take(nv) {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(v.add(8 * i)), w, *a);
+                }
+            }
+            tile += TILE_KV;
+        }
+        let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+        for (i, a) in o.iter().enumerate().take(nv) {
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), _mm256_mul_ps(*a, inv));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+
+    fn data(n: usize, hd: usize, seed: f32) -> Vec<f32> {
+        // f16-representable values (they come from the f16 cache), with a wide range of scores.
+        (0..n * hd).map(|i| f16::from_f32(((i as f32 * seed).sin() * 3.0) + ((i % 13) as f32 - 6.0) * 0.05).to_f32()).collect()
+    }
+
+    #[test]
+    fn both_paths_are_bit_identical_to_the_scalar_code() {
+        if !supported(64) {
+            eprintln!("no AVX2/FMA/F16C: nothing to compare");
+            return;
+        }
+        for hd in [64usize, 128, 256] {
+            for n in [1usize, 7, 63, 64, 65, 130, 300] {
+                let keys = data(n, hd, 0.37);
+                let values = data(n, hd, 0.11);
+                let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.7).cos() * 1.3).collect();
+                for scale in [0.125f32, 1.0] {
+                    let mut want = vec![0.0; hd];
+                    crate::attention::attend_f16(&q, &keys, &values, scale, &mut want);
+                    let mut got = vec![0.0; hd];
+                    // SAFETY: supported() checked the CPU; hd is a multiple of 64 up to 256.
+                    unsafe { attend_f16(&q, &keys, &values, scale, &mut got) };
+                    assert_eq!(got, want, "f16 path hd={hd} n={n}");
+
+                    // Tiled: the keys are the visible positions start..start+n of a cache from `lo`.
+                    for (lo, start) in [(0usize, 0usize), (3, 3), (3, 10), (64, 100), (90, 90)] {
+                        let end = start + n;
+                        let mut all = vec![0.0; (end - lo) * hd];
+                        all[(start - lo) * hd..].copy_from_slice(&keys);
+                        let (base, kt) = transpose_keys(&all, hd, lo);
+                        let mut want = vec![0.0; hd];
+                        crate::attention::attend_tiled(&q, &keys, &values, start, scale, &mut want);
+                        let mut got = vec![0.0; hd];
+                        // SAFETY: as above; kt covers lo..end.
+                        unsafe { attend_tiled(&q, &kt, base, &values, start, end, scale, &mut got) };
+                        assert_eq!(got, want, "tiled path hd={hd} n={n} lo={lo} start={start}");
+                    }
+                }
+            }
+        }
+    }
+}
