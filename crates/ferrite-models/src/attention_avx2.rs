@@ -11,6 +11,8 @@
 //! Both take head dimensions that are multiples of 64 up to 256 ([`supported`]); others use the scalar
 //! code.
 
+#![allow(clippy::needless_range_loop)] // index loops over lanes read most plainly here
+
 use std::arch::x86_64::*;
 
 use ferrite_tensor::ops;
@@ -30,7 +32,7 @@ pub(crate) fn supported(hd: usize) -> bool {
             && is_x86_feature_detected!("f16c")
             && ferrite_tensor::quant::kernel_tier() != "scalar"
     });
-    cpu && hd % 64 == 0 && hd <= MAX_HD
+    cpu && hd.is_multiple_of(64) && hd <= MAX_HD
 }
 
 /// Keys (positions, hd) starting at absolute position `lo`, transposed into groups of eight positions
