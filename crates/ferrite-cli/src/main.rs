@@ -191,8 +191,9 @@ pub struct ServeArgs {
     /// Requests waiting for admission before new ones get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
-    /// Tokens per engine step (decoding sequences plus prompt chunks); at least 128.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per engine step (decoding sequences plus prompt chunks); at least 128. Larger steps
+    /// prefill faster, smaller ones stall the decoding sequences less.
+    #[arg(long, default_value_t = 256)]
     step_tokens: usize,
     /// Seconds a request may run.
     #[arg(long, default_value_t = 600)]
