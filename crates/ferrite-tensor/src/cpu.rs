@@ -35,9 +35,19 @@ pub fn kernels() -> Vec<(&'static str, String)> {
     let tier = crate::quant::kernel_tier();
     vec![
         ("quantized dot products", format!("{tier} (FERRITE_KERNELS=scalar|avx2 caps it)")),
-        ("activation quantizers", tier.to_string()),
-        ("attention", if crate::ops::fma_available() { "f32 with FMA".into() } else { "f32 without FMA".into() }),
+        ("activation quantizers", if tier == "scalar" { "scalar" } else { "avx2" }.to_string()),
+        ("attention", attention(tier)),
     ]
+}
+
+/// Which attention kernels run (decided in ferrite-models by the same features).
+fn attention(tier: &str) -> String {
+    #[cfg(target_arch = "x86_64")]
+    if tier != "scalar" && is_x86_feature_detected!("f16c") {
+        return "avx2 (f16 rounding with F16C, head dimensions 64..256 in steps of 64)".into();
+    }
+    let _ = tier;
+    if crate::ops::fma_available() { "scalar f32 with FMA".into() } else { "scalar f32 without FMA".into() }
 }
 
 #[cfg(test)]
@@ -46,8 +56,10 @@ mod tests {
     fn features_agree_with_the_chosen_tier() {
         let f = super::features();
         let has = |n: &str| f.iter().any(|&(name, on)| name == n && on);
-        if crate::quant::kernel_tier() == "avx2" {
-            assert!(has("avx2") && has("fma") && has("f16c"), "{f:?}");
+        match crate::quant::kernel_tier() {
+            "avx2" => assert!(has("avx2") && has("fma") && has("f16c"), "{f:?}"),
+            "avx512vnni" => assert!(has("avx2") && has("avx512f") && has("avx512vl") && has("avx512vnni"), "{f:?}"),
+            _ => {}
         }
         #[cfg(target_arch = "x86_64")]
         assert_eq!(has("avx2") && has("fma") && has("f16c"), crate::quant::avx2_available());

@@ -49,7 +49,7 @@ fn f16_pair(a: f16, b: f16) -> __m128 {
 /// `a·b` for two f16 scales (exact conversions, one rounding).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn f16_product(a: f16, b: f16) -> f32 {
+pub(super) fn f16_product(a: f16, b: f16) -> f32 {
     let both = f16_pair(a, b);
     _mm_cvtss_f32(_mm_mul_ss(both, _mm_movehdup_ps(both)))
 }
@@ -72,7 +72,7 @@ fn load_u8x32(p: &[u8; 32]) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn load_i8x32(p: &[i8; 32]) -> __m256i {
+pub(super) fn load_i8x32(p: &[i8; 32]) -> __m256i {
     // SAFETY: as in `load_u8x32`.
     unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
 }
@@ -108,7 +108,7 @@ fn load_bsums(b: &BlockQ8K) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum_ps(v: __m256) -> f32 {
+pub(super) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -152,7 +152,7 @@ fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
 /// 128-bit lane, high nibbles (16..32) in the high lane.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     let t = load_u8x16(qs);
     let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
@@ -161,7 +161,7 @@ fn nibbles(qs: &[u8; 16]) -> __m256i {
 /// 32 bits → 32 bytes, 0xFF where the bit is set (bit `i` → byte `i`).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn bits_to_bytes(bits: u32) -> __m256i {
+pub(super) fn bits_to_bytes(bits: u32) -> __m256i {
     // Byte i takes byte i/8 of `bits` (the shuffle works per 128-bit lane, and every lane holds
     // `bits` four times, so the high lane's indices 2 and 3 see bytes 2 and 3)...
     let spread = _mm256_shuffle_epi8(

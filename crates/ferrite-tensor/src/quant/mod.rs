@@ -38,6 +38,8 @@ pub mod avx2;
 pub mod blocks;
 mod dequant;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod vnni;
 
 #[cfg(test)]
 mod tests;
@@ -339,11 +341,27 @@ static AVX2: Kernels = Kernels {
     quantize_q8_k: avx2::quantize_q8_k,
 };
 
+/// The AVX2 set with the 32-element block formats' dot products on AVX-512 VNNI (same bits).
+#[cfg(target_arch = "x86_64")]
+static AVX512VNNI: Kernels = Kernels {
+    tier: "avx512vnni",
+    q4_0: vnni::vec_dot_q4_0_q8_0,
+    q4_1: vnni::vec_dot_q4_1_q8_1,
+    q5_0: vnni::vec_dot_q5_0_q8_0,
+    q8_0: vnni::vec_dot_q8_0_q8_0,
+    q4_0_x4: vnni::vec_dot_q4_0_q8_0_x4,
+    q4_1_x4: vnni::vec_dot_q4_1_q8_1_x4,
+    q5_0_x4: vnni::vec_dot_q5_0_q8_0_x4,
+    q8_0_x4: vnni::vec_dot_q8_0_q8_0_x4,
+    ..AVX2
+};
+
 /// Kernel tiers, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Tier {
     Scalar,
     Avx2,
+    Avx512Vnni,
 }
 
 /// Whether this CPU can run the [`avx2`] kernels (AVX2, FMA and F16C).
@@ -358,13 +376,13 @@ pub fn avx2_available() -> bool {
     }
 }
 
-/// The tier to use: the best the CPU has, capped by `FERRITE_KERNELS` (`scalar` or `avx2`; any other
-/// value leaves the choice to the CPU).
+/// The tier to use: the best the CPU has, capped by `FERRITE_KERNELS` (`scalar`, `avx2` or
+/// `avx512vnni`; any other value leaves the choice to the CPU).
 fn select(cap: Option<&str>, cpu_best: Tier) -> Tier {
     let cap = match cap.map(str::trim).map(str::to_ascii_lowercase).as_deref() {
         Some("scalar") => Tier::Scalar,
         Some("avx2") => Tier::Avx2,
-        _ => Tier::Avx2,
+        _ => Tier::Avx512Vnni,
     };
     cap.min(cpu_best)
 }
@@ -372,19 +390,30 @@ fn select(cap: Option<&str>, cpu_best: Tier) -> Tier {
 pub(crate) fn kernels() -> &'static Kernels {
     static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
     CHOSEN.get_or_init(|| {
-        let cpu_best = if avx2_available() { Tier::Avx2 } else { Tier::Scalar };
+        #[cfg(target_arch = "x86_64")]
+        let cpu_best = if vnni::available() {
+            Tier::Avx512Vnni
+        } else if avx2_available() {
+            Tier::Avx2
+        } else {
+            Tier::Scalar
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu_best = Tier::Scalar;
         let cap = std::env::var("FERRITE_KERNELS").ok();
         match select(cap.as_deref(), cpu_best) {
             Tier::Scalar => &SCALAR,
             #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => &AVX2,
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512Vnni => &AVX512VNNI,
             #[cfg(not(target_arch = "x86_64"))]
-            Tier::Avx2 => &SCALAR,
+            Tier::Avx2 | Tier::Avx512Vnni => &SCALAR,
         }
     })
 }
 
-/// The kernel set in use: `"scalar"` or `"avx2"`. Chosen on first use and fixed for the process.
+/// The kernel set in use: `"scalar"`, `"avx2"` or `"avx512vnni"`. Chosen on first use and fixed for the process.
 pub fn kernel_tier() -> &'static str {
     kernels().tier
 }
@@ -400,6 +429,8 @@ mod select_tests {
         assert_eq!(select(Some(" AVX2 "), Tier::Avx2), Tier::Avx2);
         assert_eq!(select(Some("avx2"), Tier::Scalar), Tier::Scalar);
         assert_eq!(select(Some("avx512"), Tier::Avx2), Tier::Avx2);
+        assert_eq!(select(None, Tier::Avx512Vnni), Tier::Avx512Vnni);
+        assert_eq!(select(Some("avx2"), Tier::Avx512Vnni), Tier::Avx2);
         assert_eq!(select(None, Tier::Scalar), Tier::Scalar);
     }
 }

@@ -249,6 +249,10 @@ fn avx2_quantizers_match_scalar_bit_for_bit() {
 /// Every kernel set this CPU can run, so hand-checked cases cover the scalar twins too.
 fn tiers() -> Vec<&'static Kernels> {
     #[cfg(target_arch = "x86_64")]
+    if super::vnni::available() {
+        return vec![&SCALAR, &AVX2, &AVX512VNNI];
+    }
+    #[cfg(target_arch = "x86_64")]
     if avx2_available() {
         return vec![&SCALAR, &AVX2];
     }
@@ -390,7 +394,56 @@ fn kernel_tier_is_the_best_available_unless_capped() {
     let tier = kernel_tier();
     match std::env::var("FERRITE_KERNELS").ok().as_deref() {
         Some("scalar") => assert_eq!(tier, "scalar"),
+        Some("avx2") if avx2_available() => assert_eq!(tier, "avx2"),
+        #[cfg(target_arch = "x86_64")]
+        _ if super::vnni::available() => assert_eq!(tier, "avx512vnni"),
         _ if avx2_available() => assert_eq!(tier, "avx2"),
         _ => assert_eq!(tier, "scalar"),
+    }
+}
+
+/// The VNNI kernels give the AVX2 kernels' bits exactly, single rows and four at a time, on random rows
+/// and on the extreme values (weights at ±127/−128, activations at ±127).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vnni_kernels_are_bit_identical_to_avx2() {
+    if !super::vnni::available() {
+        println!("vnni_kernels_are_bit_identical_to_avx2: skipped, this CPU lacks AVX-512 VNNI");
+        return;
+    }
+    let mut rng = Rng::new(7);
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0] {
+        for &n in lengths(dtype) {
+            for case in 0..4 {
+                let mut w = random_weight_row(dtype, n, &mut rng);
+                let mut xs: Vec<Vec<u8>> = (0..4).map(|_| act_row(dtype, &rng.activations(n))).collect();
+                if case == 3 && dtype == DType::Q8_0 {
+                    // Extremes: every weight quant at -128 or 127, every activation quant at +-127.
+                    let bs = dtype.type_size();
+                    for (i, b) in w.iter_mut().enumerate() {
+                        if i % bs >= 2 {
+                            *b = if i % 2 == 0 { 0x80 } else { 0x7f };
+                        }
+                    }
+                    for x in xs.iter_mut() {
+                        for (i, b) in x.iter_mut().enumerate() {
+                            if i % bs >= 2 {
+                                *b = if i % 3 == 0 { 0x81 } else { 0x7f };
+                            }
+                        }
+                    }
+                }
+                for x in &xs {
+                    let a = dot_unchecked(&AVX2, dtype, &w, x, n);
+                    let v = dot_unchecked(&AVX512VNNI, dtype, &w, x, n);
+                    assert_eq!(a.to_bits(), v.to_bits(), "{dtype} n={n} case {case}: {a} vs {v}");
+                }
+                let order = Accumulation::Lanes;
+                let refs = [&xs[0][..], &xs[1][..], &xs[2][..], &xs[3][..]];
+                let a = dot4_unchecked(&AVX2, order, dtype, &w, refs);
+                let v = dot4_unchecked(&AVX512VNNI, order, dtype, &w, refs);
+                assert_eq!(a.map(f32::to_bits), v.map(f32::to_bits), "{dtype} n={n} case {case}: x4");
+            }
+        }
     }
 }

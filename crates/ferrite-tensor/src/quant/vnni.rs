@@ -1,0 +1,143 @@
+//! AVX-512 VNNI (on 256-bit registers, with AVX512VL) versions of the 32-element block kernels, the
+//! formats most of a Q4_K_M file's tensors use (Q4_0, Q4_1, Q5_0, Q8_0): `vpdpbusd` multiplies u8 by i8
+//! and sums each four products in one instruction where AVX2 needs `vpmaddubsw` then `vpmaddwd`.
+//!
+//! Same bits as the [`super::avx2`] kernels: `vpmaddubsw` cannot saturate on these operands (the
+//! unsigned side is at most 128 — `|q|` of a weight, or a 4- or 5-bit value — and activations stay
+//! within ±127, so a pair sums to at most 2·128·127 < 32767), so every i32 lane is the same, and the
+//! float steps are the AVX2 kernels' own helpers in the same order.
+
+use core::arch::x86_64::*;
+
+use super::avx2::{bits_to_bytes, f16_product, hsum_ps, load_i8x32, nibbles};
+use super::blocks::*;
+
+/// Whether the CPU has AVX-512 VNNI with 256-bit forms (and the AVX2 set these kernels build on).
+pub fn available() -> bool {
+    super::avx2_available()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Unsigned bytes × signed bytes, summed in groups of 4 into 8 × i32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+}
+
+/// Signed × signed as `|x| · (y·sign(x))`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn q4_0_weights(bx: &BlockQ4_0) -> __m256i {
+    _mm256_sub_epi8(nibbles(&bx.qs), _mm256_set1_epi8(8))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn q5_0_weights(bx: &BlockQ5_0) -> __m256i {
+    let clear = _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0xF0u8 as i8));
+    _mm256_or_si256(nibbles(&bx.qs), clear)
+}
+
+/// One weight row against one activation row, a block at a time into 8 f32 lanes.
+macro_rules! lanes {
+    ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
+        let mut acc = _mm256_setzero_ps();
+        for ($bx, by) in $x.iter().zip($y) {
+            let d = _mm256_set1_ps(f16_product($bx.d, by.d));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot($unpack, load_i8x32(&by.qs))), acc);
+        }
+        acc
+    }};
+}
+
+/// Four activation rows against one weight row, the weight block unpacked once for all four.
+macro_rules! lanes_x4 {
+    ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, $bx) in $x.iter().enumerate() {
+            let qx = $unpack;
+            for t in 0..4 {
+                let by = &$y[t][b];
+                let d = _mm256_set1_ps(f16_product($bx.d, by.d));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot(qx, load_i8x32(&by.qs))), acc[t]);
+            }
+        }
+        [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
+    }};
+}
+
+/// # Safety
+/// Requires AVX2, FMA, F16C, AVX512F/VL/VNNI ([`available`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    hsum_ps(lanes!(x, y, |bx| q4_0_weights(bx), dot_i8_i8))
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut mins = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        mins += f16_product(bx.m, by.s);
+    }
+    hsum_ps(lanes!(x, y, |bx| nibbles(&bx.qs), dot_u8_i8)) + mins
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    hsum_ps(lanes!(x, y, |bx| q5_0_weights(bx), dot_i8_i8))
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    hsum_ps(lanes!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8))
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0_q8_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    lanes_x4!(x, y, |bx| q4_0_weights(bx), dot_i8_i8)
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_1_q8_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let dots = lanes_x4!(x, y, |bx| nibbles(&bx.qs), dot_u8_i8);
+    let mut mins = [0.0f32; 4];
+    for (b, bx) in x.iter().enumerate() {
+        for t in 0..4 {
+            mins[t] += f16_product(bx.m, y[t][b].s);
+        }
+    }
+    [dots[0] + mins[0], dots[1] + mins[1], dots[2] + mins[2], dots[3] + mins[3]]
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0_q8_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    lanes_x4!(x, y, |bx| q5_0_weights(bx), dot_i8_i8)
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    lanes_x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
+}
