@@ -46,6 +46,14 @@ fn f16_pair(a: f16, b: f16) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi32_si128((a.to_bits() as u32 | (b.to_bits() as u32) << 16) as i32))
 }
 
+/// An f16 scale in all 8 lanes as f32 (exact). Broadcasting the 16-bit value first writes the whole
+/// register (no false dependency), and `f16_x8(a) · f16_x8(b)` is [`f16_product`] in every lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn f16_x8(a: f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(a.to_bits() as i16))
+}
+
 /// `a·b` for two f16 scales (exact conversions, one rounding).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -394,9 +402,10 @@ macro_rules! lanes_x4 {
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, $bx) in $x.iter().enumerate() {
             let qx = $unpack;
+            let wd = f16_x8($bx.d);
             for t in 0..4 {
                 let by = &$y[t][b];
-                let d = _mm256_set1_ps(f16_product($bx.d, by.d));
+                let d = _mm256_mul_ps(wd, f16_x8(by.d));
                 acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot(qx, load_i8x32(&by.qs))), acc[t]);
             }
         }

@@ -9,7 +9,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{bits_to_bytes, f16_product, hsum_ps, load_i8x32, nibbles};
+use super::avx2::{bits_to_bytes, f16_product, f16_x8, hsum_ps, load_i8x32, nibbles};
 use super::blocks::*;
 
 /// Whether the CPU has AVX-512 VNNI with 256-bit forms (and the AVX2 set these kernels build on).
@@ -52,7 +52,7 @@ macro_rules! lanes {
     ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
         let mut acc = _mm256_setzero_ps();
         for ($bx, by) in $x.iter().zip($y) {
-            let d = _mm256_set1_ps(f16_product($bx.d, by.d));
+            let d = _mm256_mul_ps(f16_x8($bx.d), f16_x8(by.d));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot($unpack, load_i8x32(&by.qs))), acc);
         }
         acc
@@ -65,9 +65,10 @@ macro_rules! lanes_x4 {
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, $bx) in $x.iter().enumerate() {
             let qx = $unpack;
+            let wd = f16_x8($bx.d);
             for t in 0..4 {
                 let by = &$y[t][b];
-                let d = _mm256_set1_ps(f16_product($bx.d, by.d));
+                let d = _mm256_mul_ps(wd, f16_x8(by.d));
                 acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot(qx, load_i8x32(&by.qs))), acc[t]);
             }
         }
