@@ -213,9 +213,22 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
                 let xt = |t: usize| &xq[t * x_row_bytes..][..x_row_bytes];
                 // Four tokens with the same order share each weight block's unpacking.
                 if t + 4 <= n && orders[t + 1..t + 4].iter().all(|&o| o == orders[t]) && quant::has_dot4(orders[t], dtype) {
-                    for r in t0..t1 {
-                        let wr = &w_data[(r0 + r) * wrb..][..wrb];
-                        let v = quant::dot4_unchecked(kernels, orders[t], dtype, wr, [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)]);
+                    let xs = [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)];
+                    let wr = |r: usize| &w_data[(r0 + r) * wrb..][..wrb];
+                    let mut r = t0;
+                    // Four rows at a time where the CPU has the 4x4 kernel (same bits per output).
+                    if quant::has_dot4x4(kernels, orders[t], dtype) {
+                        while r + 4 <= t1 {
+                            let m = quant::dot4x4_unchecked(kernels, orders[t], dtype, [wr(r), wr(r + 1), wr(r + 2), wr(r + 3)], xs)
+                                .expect("has_dot4x4");
+                            for (i, v) in m.iter().enumerate() {
+                                out[(r + i) * n + t..][..4].copy_from_slice(v);
+                            }
+                            r += 4;
+                        }
+                    }
+                    for r in r..t1 {
+                        let v = quant::dot4_unchecked(kernels, orders[t], dtype, wr(r), xs);
                         out[r * n + t..][..4].copy_from_slice(&v);
                     }
                     t += 4;

@@ -211,6 +211,37 @@ pub(crate) fn dot4_unchecked(k: &Kernels, order: Accumulation, weight: DType, w:
     }
 }
 
+/// Four weight rows × four activation rows (`out[row][token]`), bit-identical to sixteen
+/// [`dot_in_unchecked`] calls in the `Lanes` order; `None` where the kernel set has no such kernel.
+#[inline]
+pub(crate) fn dot4x4_unchecked(k: &Kernels, order: Accumulation, weight: DType, w: [&[u8]; 4], x: [&[u8]; 4]) -> Option<[[f32; 4]; 4]> {
+    use DType::*;
+    if order != Accumulation::Lanes {
+        return None;
+    }
+    // SAFETY: as in `dot_unchecked`; the caller passes rows of one matrix and of one activation matrix.
+    unsafe {
+        match weight {
+            Q4_0 => k.q4_0_4x4.map(|f| f(w.map(as_blocks), x.map(as_blocks))),
+            Q5_0 => k.q5_0_4x4.map(|f| f(w.map(as_blocks), x.map(as_blocks))),
+            Q8_0 => k.q8_0_4x4.map(|f| f(w.map(as_blocks), x.map(as_blocks))),
+            _ => None,
+        }
+    }
+}
+
+/// Whether [`dot4x4_unchecked`] has a kernel (so a caller can group rows in fours).
+pub(crate) fn has_dot4x4(k: &Kernels, order: Accumulation, weight: DType) -> bool {
+    use DType::*;
+    order == Accumulation::Lanes
+        && match weight {
+            Q4_0 => k.q4_0_4x4.is_some(),
+            Q5_0 => k.q5_0_4x4.is_some(),
+            Q8_0 => k.q8_0_4x4.is_some(),
+            _ => false,
+        }
+}
+
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
 #[inline]
 pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
@@ -245,6 +276,7 @@ pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: u
 
 type Dot<W, A> = unsafe fn(&[W], &[A]) -> f32;
 type Dot4<W, A> = unsafe fn(&[W], [&[A]; 4]) -> [f32; 4];
+type Dot4x4<W, A> = Option<unsafe fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4]>;
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
 
@@ -270,6 +302,9 @@ pub(crate) struct Kernels {
     q4_1_x4: Dot4<BlockQ4_1, BlockQ8_1>,
     q5_0_x4: Dot4<BlockQ5_0, BlockQ8_0>,
     q8_0_x4: Dot4<BlockQ8_0, BlockQ8_0>,
+    q4_0_4x4: Dot4x4<BlockQ4_0, BlockQ8_0>,
+    q5_0_4x4: Dot4x4<BlockQ5_0, BlockQ8_0>,
+    q8_0_4x4: Dot4x4<BlockQ8_0, BlockQ8_0>,
     q4k_tiled: Dot<BlockQ4K, BlockQ8K>,
     q5k_tiled: Dot<BlockQ5K, BlockQ8K>,
     q6k_tiled: Dot<BlockQ6K, BlockQ8K>,
@@ -300,6 +335,9 @@ static SCALAR: Kernels = Kernels {
     q4_1_x4: scalar::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: scalar::vec_dot_q5_0_q8_0_x4,
     q8_0_x4: scalar::vec_dot_q8_0_q8_0_x4,
+    q4_0_4x4: None,
+    q5_0_4x4: None,
+    q8_0_4x4: None,
     q4k_tiled: scalar::dot_q4k_q8k_tiled,
     q5k_tiled: scalar::dot_q5k_q8k_tiled,
     q6k_tiled: scalar::dot_q6k_q8k_tiled,
@@ -331,6 +369,9 @@ static AVX2: Kernels = Kernels {
     q4_1_x4: avx2::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: avx2::vec_dot_q5_0_q8_0_x4,
     q8_0_x4: avx2::vec_dot_q8_0_q8_0_x4,
+    q4_0_4x4: None,
+    q5_0_4x4: None,
+    q8_0_4x4: None,
     q4k_tiled: avx2::dot_q4k_q8k_tiled,
     q5k_tiled: avx2::dot_q5k_q8k_tiled,
     q6k_tiled: avx2::dot_q6k_q8k_tiled,
@@ -353,6 +394,9 @@ static AVX512VNNI: Kernels = Kernels {
     q4_1_x4: vnni::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: vnni::vec_dot_q5_0_q8_0_x4,
     q8_0_x4: vnni::vec_dot_q8_0_q8_0_x4,
+    q4_0_4x4: Some(vnni::vec_dot_q4_0_q8_0_4x4),
+    q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
+    q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),
     ..AVX2
 };
 

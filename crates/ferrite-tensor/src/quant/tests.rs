@@ -443,6 +443,17 @@ fn vnni_kernels_are_bit_identical_to_avx2() {
                 let a = dot4_unchecked(&AVX2, order, dtype, &w, refs);
                 let v = dot4_unchecked(&AVX512VNNI, order, dtype, &w, refs);
                 assert_eq!(a.map(f32::to_bits), v.map(f32::to_bits), "{dtype} n={n} case {case}: x4");
+                // Four weight rows at once: each row against the four tokens as the x4 kernel gives.
+                let rows: Vec<Vec<u8>> = (0..4).map(|i| if i == 0 { w.clone() } else { random_weight_row(dtype, n, &mut rng) }).collect();
+                let wrefs = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+                if let Some(m) = dot4x4_unchecked(&AVX512VNNI, order, dtype, wrefs, refs) {
+                    for (r, row) in rows.iter().enumerate() {
+                        let want = dot4_unchecked(&AVX2, order, dtype, row, refs);
+                        assert_eq!(m[r].map(f32::to_bits), want.map(f32::to_bits), "{dtype} n={n} case {case}: 4x4 row {r}");
+                    }
+                } else {
+                    assert!(!matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0), "{dtype}: no 4x4 kernel");
+                }
             }
         }
     }

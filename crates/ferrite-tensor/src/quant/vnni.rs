@@ -142,3 +142,76 @@ pub unsafe fn vec_dot_q5_0_q8_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f3
 pub unsafe fn vec_dot_q8_0_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     lanes_x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Four weight rows × four activation rows: sixteen 8-lane accumulators (AVX-512 has 32 registers), each
+// weight block unpacked once for four tokens and each activation block loaded once for four rows, the
+// four rows' scales multiplied by a token's scale in one instruction. Every (row, token) accumulator
+// takes the single-row kernel's steps in its order, so the results are bit-identical to it.
+
+/// Lane `r` of `v` in all 8 lanes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn lane_x8<const R: i32>(v: __m128) -> __m256 {
+    _mm256_broadcastss_ps(_mm_permute_ps::<R>(v))
+}
+
+macro_rules! lanes_4x4 {
+    ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
+        let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+        let nb = $x[0].len();
+        // Every row has nb blocks: checked once here, so the loop indexes without bounds checks.
+        let xr = [&$x[0][..nb], &$x[1][..nb], &$x[2][..nb], &$x[3][..nb]];
+        let yr = [&$y[0][..nb], &$y[1][..nb], &$y[2][..nb], &$y[3][..nb]];
+        for b in 0..nb {
+            // Plain code, no closures: a closure would not inherit this function's target features, and
+            // its calls to the helpers could not be inlined.
+            let mut qx = [_mm256_setzero_si256(); 4];
+            let mut packed = 0u64;
+            for i in 0..4 {
+                let $bx = &xr[i][b];
+                qx[i] = $unpack;
+                // The four rows' scales as f32 (exact), from one 64-bit move.
+                packed |= ($bx.d.to_bits() as u64) << (16 * i);
+            }
+            let wd = _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64));
+            for t in 0..4 {
+                let by = &yr[t][b];
+                let qy = load_i8x32(&by.qs);
+                let d = _mm_mul_ps(wd, _mm_cvtph_ps(_mm_set1_epi16(by.d.to_bits() as i16)));
+                let ds = [lane_x8::<0x00>(d), lane_x8::<0x55>(d), lane_x8::<0xAA>(d), lane_x8::<0xFF>(d)];
+                for r in 0..4 {
+                    acc[r][t] = _mm256_fmadd_ps(ds[r], _mm256_cvtepi32_ps($dot(qx[r], qy)), acc[r][t]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 4]; 4];
+        for r in 0..4 {
+            for t in 0..4 {
+                out[r][t] = hsum_ps(acc[r][t]);
+            }
+        }
+        out
+    }};
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`]; all rows have the same number of blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0_q8_0_4x4(x: [&[BlockQ4_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+    lanes_4x4!(x, y, |bx| q4_0_weights(bx), dot_i8_i8)
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0_4x4`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0_q8_0_4x4(x: [&[BlockQ5_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+    lanes_4x4!(x, y, |bx| q5_0_weights(bx), dot_i8_i8)
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0_4x4`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0_q8_0_4x4(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+    lanes_4x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
+}
