@@ -202,6 +202,11 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     let per_task = rows.div_ceil(threads * 4).max(MIN_TASK_BYTES.div_ceil(wrb)).div_ceil(tile) * tile;
     let dtype = w.dtype;
 
+    // With several tokens, each task also copies its finished row tiles into `y` ([token, row]) while
+    // they are still in cache. Tasks own disjoint rows, so their writes never overlap.
+    let y_out = OutPtr(y.as_mut_ptr());
+    let y_out = &y_out;
+
     // Task body: outputs for rows `r0..` laid out [row, token] in `out`.
     let work = |(task, out): (usize, &mut [f32])| {
         let r0 = task * per_task;
@@ -240,28 +245,38 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
                 }
                 t += 1;
             }
+            if n > 1 {
+                for t in 0..n {
+                    for r in t0..t1 {
+                        // SAFETY: row r0 + r < rows and t < n, so the index is inside y (n × rows);
+                        // no other task writes row r0 + r.
+                        unsafe { *y_out.0.add(t * rows + r0 + r) = out[r * n + t] };
+                    }
+                }
+            }
         }
     };
 
     if n == 1 {
-        // [row, token] and [token, row] coincide.
+        // [row, token] and [token, row] coincide: the tasks fill y's chunks directly.
         y.par_chunks_mut(per_task).enumerate().for_each(work);
     } else {
         let mut yt = OUT_SCRATCH.take();
         yt.clear();
         yt.resize(rows * n, 0.0);
+        // The tasks write y themselves (transposed tile by tile).
         yt.par_chunks_mut(per_task * n).enumerate().for_each(work);
-        // Transpose [row, token] → [token, row].
-        y.par_chunks_mut(rows).enumerate().for_each(|(t, yrow)| {
-            for (r, v) in yrow.iter_mut().enumerate() {
-                *v = yt[r * n + t];
-            }
-        });
         keep(&OUT_SCRATCH, yt);
     }
     keep(&ACT_SCRATCH, xq);
     Ok(())
 }
+
+/// `y`'s base pointer, shared by the tasks of one matmul (each writes only its own rows).
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint elements and `y` outlives them (the parallel loop joins before
+// matmul_seqs returns).
+unsafe impl Sync for OutPtr {}
 
 #[cfg(test)]
 mod tests {
