@@ -124,7 +124,6 @@ pub fn dequantize_rows(w: &QMatrix, row: usize, dst: &mut [f32]) -> Result<(), T
 // rayon task that itself calls `matmul`) simply allocates its own.
 thread_local! {
     static ACT_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-    static OUT_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Weight bytes one tile of rows should span: small enough to stay in L2 while every token visits it.
@@ -202,24 +201,27 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     let per_task = rows.div_ceil(threads * 4).max(MIN_TASK_BYTES.div_ceil(wrb)).div_ceil(tile) * tile;
     let dtype = w.dtype;
 
-    // With several tokens, each task also copies its finished row tiles into `y` ([token, row]) while
-    // they are still in cache. Tasks own disjoint rows, so their writes never overlap.
+    // Each task owns a run of rows and writes their outputs for all n tokens straight into y
+    // ([token, row]); tasks own disjoint rows, so their writes never overlap.
     let y_out = OutPtr(y.as_mut_ptr());
     let y_out = &y_out;
+    let n_tasks = rows.div_ceil(per_task);
 
-    // Task body: outputs for rows `r0..` laid out [row, token] in `out`.
-    let work = |(task, out): (usize, &mut [f32])| {
+    let work = |task: usize| {
         let r0 = task * per_task;
-        let nr = out.len() / n;
+        let nr = per_task.min(rows - r0);
+        // SAFETY: r0 + r < rows and t < n keep the index inside y (n × rows), and no other task
+        // writes row r0 + r.
+        let put = |r: usize, t: usize, v: f32| unsafe { *y_out.0.add(t * rows + r0 + r) = v };
+        let wr = |r: usize| &w_data[(r0 + r) * wrb..][..wrb];
+        let xt = |t: usize| &xq[t * x_row_bytes..][..x_row_bytes];
         for t0 in (0..nr).step_by(tile) {
             let t1 = (t0 + tile).min(nr);
             let mut t = 0;
             while t < n {
-                let xt = |t: usize| &xq[t * x_row_bytes..][..x_row_bytes];
                 // Four tokens with the same order share each weight block's unpacking.
                 if t + 4 <= n && orders[t + 1..t + 4].iter().all(|&o| o == orders[t]) && quant::has_dot4(orders[t], dtype) {
                     let xs = [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)];
-                    let wr = |r: usize| &w_data[(r0 + r) * wrb..][..wrb];
                     let mut r = t0;
                     // Four rows at a time where the CPU has the 4x4 kernel (same bits per output).
                     if quant::has_dot4x4(kernels, orders[t], dtype) {
@@ -227,47 +229,30 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
                             let m = quant::dot4x4_unchecked(kernels, orders[t], dtype, [wr(r), wr(r + 1), wr(r + 2), wr(r + 3)], xs)
                                 .expect("has_dot4x4");
                             for (i, v) in m.iter().enumerate() {
-                                out[(r + i) * n + t..][..4].copy_from_slice(v);
+                                for (j, &x) in v.iter().enumerate() {
+                                    put(r + i, t + j, x);
+                                }
                             }
                             r += 4;
                         }
                     }
                     for r in r..t1 {
                         let v = quant::dot4_unchecked(kernels, orders[t], dtype, wr(r), xs);
-                        out[r * n + t..][..4].copy_from_slice(&v);
+                        for (j, &x) in v.iter().enumerate() {
+                            put(r, t + j, x);
+                        }
                     }
                     t += 4;
                     continue;
                 }
                 for r in t0..t1 {
-                    let wr = &w_data[(r0 + r) * wrb..][..wrb];
-                    out[r * n + t] = quant::dot_in_unchecked(kernels, orders[t], dtype, wr, xt(t), cols);
+                    put(r, t, quant::dot_in_unchecked(kernels, orders[t], dtype, wr(r), xt(t), cols));
                 }
                 t += 1;
             }
-            if n > 1 {
-                for t in 0..n {
-                    for r in t0..t1 {
-                        // SAFETY: row r0 + r < rows and t < n, so the index is inside y (n × rows);
-                        // no other task writes row r0 + r.
-                        unsafe { *y_out.0.add(t * rows + r0 + r) = out[r * n + t] };
-                    }
-                }
-            }
         }
     };
-
-    if n == 1 {
-        // [row, token] and [token, row] coincide: the tasks fill y's chunks directly.
-        y.par_chunks_mut(per_task).enumerate().for_each(work);
-    } else {
-        let mut yt = OUT_SCRATCH.take();
-        yt.clear();
-        yt.resize(rows * n, 0.0);
-        // The tasks write y themselves (transposed tile by tile).
-        yt.par_chunks_mut(per_task * n).enumerate().for_each(work);
-        keep(&OUT_SCRATCH, yt);
-    }
+    (0..n_tasks).into_par_iter().for_each(work);
     keep(&ACT_SCRATCH, xq);
     Ok(())
 }

@@ -22,7 +22,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::accumulate::{self, RowsAcc, TiledAcc};
+use super::accumulate::{self, TiledAcc};
 use super::blocks::*;
 use crate::QK_K;
 
@@ -629,6 +629,29 @@ fn q4k_pair_sums(w: &Q4kWeights, by: &BlockQ8K) -> [(i32, i32); 4] {
     [(i[0], n[0]), (i[1], n[1]), (i[2], n[2]), (i[3], n[3])]
 }
 
+/// [`q4k_pair_sums`] left in registers: (the four pairs' isums, their mins), lane j = pair j.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_pair_sums_v(w: &Q4kWeights, by: &BlockQ8K) -> (__m128i, __m128i) {
+    let pair = q4k_pair_lanes(w, by);
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
+    let isums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let m = q4k_min_lanes(w, by);
+    let m = _mm256_permute4x64_epi64::<0b1000>(_mm256_hadd_epi32(m, m));
+    (isums, _mm256_castsi256_si128(m))
+}
+
+/// 4 × 4 i32 transposed: out[j] lane i = v[i] lane j.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
+    let a = _mm_unpacklo_epi32(v[0], v[1]); // v0[0] v1[0] v0[1] v1[1]
+    let b = _mm_unpacklo_epi32(v[2], v[3]);
+    let c = _mm_unpackhi_epi32(v[0], v[1]); // v0[2] v1[2] v0[3] v1[3]
+    let d = _mm_unpackhi_epi32(v[2], v[3]);
+    [_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b), _mm_unpacklo_epi64(c, d), _mm_unpackhi_epi64(c, d)]
+}
+
 /// [`scalar::q4k_isums`](super::scalar::q4k_isums), vectorised.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -840,18 +863,32 @@ pub unsafe fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_rows_by_64_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut acc = [RowsAcc::default(); 4];
+    // The four tokens' float chains run in the four lanes of one register: lane t takes exactly the
+    // scalar steps of `RowsAcc::add` for token t (d·da, then a fused multiply-add per pair of
+    // sub-blocks, in pair order), so each lane's bits are the single-row kernel's.
+    let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
     for (b, bx) in x.iter().enumerate() {
         let w = q4k_unpack(bx);
-        let (d, dmin) = (bx.d.to_f32(), bx.dmin.to_f32());
+        let da = _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d);
+        let dd = _mm_mul_ps(_mm_set1_ps(bx.d.to_f32()), da);
+        let dm = _mm_mul_ps(_mm_set1_ps(bx.dmin.to_f32()), da);
+        // Per token: the four pairs' sums; transposed to per pair: the four tokens' sums.
+        let mut is = [_mm_setzero_si128(); 4];
+        let mut ms = [_mm_setzero_si128(); 4];
         for t in 0..4 {
-            let by = &y[t][b];
-            for &(isum, imin) in &q4k_pair_sums(&w, by) {
-                acc[t].add((isum, imin, d, dmin, by.d));
-            }
+            (is[t], ms[t]) = q4k_pair_sums_v(&w, &y[t][b]);
+        }
+        let is = transpose4(is);
+        let ms = transpose4(ms);
+        for p in 0..4 {
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is[p]), dd, acc);
+            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(ms[p]), dm, acc_min);
         }
     }
-    acc.map(RowsAcc::finish)
+    let mut out = [0.0f32; 4];
+    // SAFETY: 16 writable bytes.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min)) };
+    out
 }
 
 /// # Safety
