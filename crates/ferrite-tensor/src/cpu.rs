@@ -34,7 +34,7 @@ pub fn features() -> Vec<(&'static str, bool)> {
 pub fn kernels() -> Vec<(&'static str, String)> {
     let tier = crate::quant::kernel_tier();
     vec![
-        ("quantized dot products", format!("{tier} (FERRITE_KERNELS=scalar|avx2 caps it)")),
+        ("quantized dot products", format!("{tier} (FERRITE_KERNELS=scalar|avx2|avx512vnni caps it)")),
         ("activation quantizers", if tier == "scalar" { "scalar" } else { "avx2" }.to_string()),
         ("attention", attention(tier)),
     ]
