@@ -22,7 +22,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::accumulate::{self, TiledAcc};
+use super::accumulate::{RowsAcc, TiledAcc};
 use super::blocks::*;
 use crate::QK_K;
 
@@ -813,6 +813,24 @@ pub unsafe fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32;
     acc.map(TiledAcc::finish)
 }
 
+/// [`vec_dot_q6k_q8k`] for four activation rows (four decoding sequences), the weight super-block
+/// unpacked once for all four. Bit-identical to four single calls.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6k_q8k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, bx) in x.iter().enumerate() {
+        let w = q6k_unpack(bx);
+        for t in 0..4 {
+            let by = &y[t][b];
+            acc[t] = _mm256_fmadd_ps(scaled_x8(by.d, bx.d), _mm256_cvtepi32_ps(q6k_lanes_of(&w, by)), acc[t]);
+        }
+    }
+    [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
+}
+
 /// [`scalar::q6k_isum`](super::scalar::q6k_isum), vectorised.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -840,20 +858,50 @@ pub unsafe fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    accumulate::rows(x.iter().zip(y).map(|(bx, by)| {
+    // A plain loop, not an iterator with closures: a closure would not inherit this function's target
+    // features, and the SIMD helpers in it would be calls instead of inlined.
+    let mut acc = RowsAcc::default();
+    for (bx, by) in x.iter().zip(y) {
         let (isum, imin) = q4k_isums(bx, by);
-        (isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d)
-    }))
+        acc.add((isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d));
+    }
+    acc.finish()
+}
+
+/// [`dot_q4k_q8k_rows`] for four activation rows (four decoding sequences): each weight super-block is
+/// unpacked once for all four. Bit-identical to four single calls.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_q8k_rows_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut acc = [RowsAcc::default(); 4];
+    for (b, bx) in x.iter().enumerate() {
+        let w = q4k_unpack(bx);
+        let (d, dmin) = (bx.d.to_f32(), bx.dmin.to_f32());
+        for t in 0..4 {
+            let by = &y[t][b];
+            let p = q4k_pair_lanes(&w, by);
+            let sumi = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+            let (isum, imin) = (hsum_epi32(sumi), hsum_epi32(q4k_min_lanes(&w, by)));
+            acc[t].add((isum, imin, d, dmin, by.d));
+        }
+    }
+    [acc[0].finish(), acc[1].finish(), acc[2].finish(), acc[3].finish()]
 }
 
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    accumulate::rows(x.iter().zip(y).flat_map(|(bx, by)| {
+    let mut acc = RowsAcc::default();
+    for (bx, by) in x.iter().zip(y) {
         let (d, dmin, da) = (bx.d.to_f32(), bx.dmin.to_f32(), by.d);
-        q4k_pair_sums(&q4k_unpack(bx), by).map(|(isum, imin)| (isum, imin, d, dmin, da))
-    }))
+        for (isum, imin) in q4k_pair_sums(&q4k_unpack(bx), by) {
+            acc.add((isum, imin, d, dmin, da));
+        }
+    }
+    acc.finish()
 }
 
 /// [`dot_q4k_q8k_rows_by_64`] for four activation rows at once: each weight super-block is unpacked once
@@ -895,27 +943,35 @@ pub unsafe fn dot_q4k_q8k_rows_by_64_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> 
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    accumulate::tiled(x.iter().zip(y).map(|(bx, by)| {
+    let mut acc = TiledAcc::default();
+    for (bx, by) in x.iter().zip(y) {
         let (isum, imin) = q4k_isums(bx, by);
-        (isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d)
-    }))
+        acc.add((isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d));
+    }
+    acc.finish()
 }
 
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q5k_q8k_tiled(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    accumulate::tiled(x.iter().zip(y).map(|(bx, by)| {
+    let mut acc = TiledAcc::default();
+    for (bx, by) in x.iter().zip(y) {
         let (isum, imin) = q5k_isums(bx, by);
-        (isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d)
-    }))
+        acc.add((isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d));
+    }
+    acc.finish()
 }
 
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    accumulate::tiled(x.iter().zip(y).map(|(bx, by)| (q6k_isum(bx, by), 0, bx.d.to_f32(), 0.0, by.d)))
+    let mut acc = TiledAcc::default();
+    for (bx, by) in x.iter().zip(y) {
+        acc.add((q6k_isum(bx, by), 0, bx.d.to_f32(), 0.0, by.d));
+    }
+    acc.finish()
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -185,7 +185,9 @@ pub(crate) fn has_dot4(order: Accumulation, weight: DType) -> bool {
     use DType::*;
     matches!(
         (order, weight),
-        (Accumulation::RowsBy64, Q4K) | (Accumulation::Tiled, Q6K) | (Accumulation::Lanes, Q4_0 | Q4_1 | Q5_0 | Q8_0)
+        (Accumulation::RowsBy64 | Accumulation::Rows, Q4K)
+            | (Accumulation::Tiled | Accumulation::Lanes, Q6K)
+            | (Accumulation::Lanes, Q4_0 | Q4_1 | Q5_0 | Q8_0)
     )
 }
 
@@ -199,6 +201,8 @@ pub(crate) fn dot4_unchecked(k: &Kernels, order: Accumulation, weight: DType, w:
         match (order, weight) {
             (Accumulation::RowsBy64, Q4K) => (k.q4k_rows_by_64_x4)(as_blocks(w), x.map(as_blocks)),
             (Accumulation::Tiled, Q6K) => (k.q6k_tiled_x4)(as_blocks(w), x.map(as_blocks)),
+            (Accumulation::Rows, Q4K) => (k.q4k_rows_x4)(as_blocks(w), x.map(as_blocks)),
+            (Accumulation::Lanes, Q6K) => (k.q6k_x4)(as_blocks(w), x.map(as_blocks)),
             (Accumulation::Lanes, Q4_0) => (k.q4_0_x4)(as_blocks(w), x.map(as_blocks)),
             (Accumulation::Lanes, Q4_1) => (k.q4_1_x4)(as_blocks(w), x.map(as_blocks)),
             (Accumulation::Lanes, Q5_0) => (k.q5_0_x4)(as_blocks(w), x.map(as_blocks)),
@@ -298,6 +302,8 @@ pub(crate) struct Kernels {
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
     q6k_tiled_x4: Dot4<BlockQ6K, BlockQ8K>,
+    q4k_rows_x4: Dot4<BlockQ4K, BlockQ8K>,
+    q6k_x4: Dot4<BlockQ6K, BlockQ8K>,
     q4_0_x4: Dot4<BlockQ4_0, BlockQ8_0>,
     q4_1_x4: Dot4<BlockQ4_1, BlockQ8_1>,
     q5_0_x4: Dot4<BlockQ5_0, BlockQ8_0>,
@@ -331,6 +337,8 @@ static SCALAR: Kernels = Kernels {
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: scalar::dot_q6k_q8k_tiled_x4,
+    q4k_rows_x4: scalar::dot_q4k_q8k_rows_x4,
+    q6k_x4: scalar::vec_dot_q6k_q8k_x4,
     q4_0_x4: scalar::vec_dot_q4_0_q8_0_x4,
     q4_1_x4: scalar::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: scalar::vec_dot_q5_0_q8_0_x4,
@@ -365,6 +373,8 @@ static AVX2: Kernels = Kernels {
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: avx2::dot_q6k_q8k_tiled_x4,
+    q4k_rows_x4: avx2::dot_q4k_q8k_rows_x4,
+    q6k_x4: avx2::vec_dot_q6k_q8k_x4,
     q4_0_x4: avx2::vec_dot_q4_0_q8_0_x4,
     q4_1_x4: avx2::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: avx2::vec_dot_q5_0_q8_0_x4,

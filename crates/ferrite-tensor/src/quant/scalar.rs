@@ -374,6 +374,14 @@ pub fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 
 // Four activation rows against one weight row (the SIMD tier shares the weight unpacking).
 
+pub fn dot_q4k_q8k_rows_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    y.map(|y| dot_q4k_q8k_rows(x, y))
+}
+
+pub fn vec_dot_q6k_q8k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q6k_q8k(x, y))
+}
+
 pub fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
     y.map(|y| dot_q6k_q8k_tiled(x, y))
 }

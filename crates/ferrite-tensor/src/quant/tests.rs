@@ -118,7 +118,9 @@ fn four_token_kernels_equal_four_single_calls() {
     let mut rng = Rng::new(6);
     let cases = [
         (DType::Q4K, Accumulation::RowsBy64),
+        (DType::Q4K, Accumulation::Rows),
         (DType::Q6K, Accumulation::Tiled),
+        (DType::Q6K, Accumulation::Lanes),
         (DType::Q4_0, Accumulation::Lanes),
         (DType::Q4_1, Accumulation::Lanes),
         (DType::Q5_0, Accumulation::Lanes),
