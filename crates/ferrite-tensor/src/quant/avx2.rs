@@ -412,6 +412,8 @@ macro_rules! lanes_x4 {
         acc
     }};
 }
+// Shared with the VNNI tier, which passes its own `$dot`.
+pub(super) use lanes_x4;
 
 /// # Safety
 /// Requires AVX2, FMA and F16C.

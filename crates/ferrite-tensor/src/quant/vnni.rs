@@ -9,7 +9,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{bits_to_bytes, f16_product, f16_x8, hsum_ps, load_i8x32, nibbles};
+use super::avx2::{bits_to_bytes, f16_product, f16_x8, hsum_ps, lanes_x4, load_i8x32, nibbles};
 use super::blocks::*;
 
 /// Whether the CPU has AVX-512 VNNI with 256-bit forms (and the AVX2 set these kernels build on).
@@ -59,19 +59,10 @@ macro_rules! lanes {
     }};
 }
 
-/// Four activation rows against one weight row, the weight block unpacked once for all four.
-macro_rules! lanes_x4 {
-    ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (b, $bx) in $x.iter().enumerate() {
-            let qx = $unpack;
-            let wd = f16_x8($bx.d);
-            for t in 0..4 {
-                let by = &$y[t][b];
-                let d = _mm256_mul_ps(wd, f16_x8(by.d));
-                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($dot(qx, load_i8x32(&by.qs))), acc[t]);
-            }
-        }
+/// Four activation rows against one weight row: the AVX2 tier's order (its macro), reduced.
+macro_rules! lanes_x4_sums {
+    ($($args:tt)*) => {{
+        let acc = lanes_x4!($($args)*);
         [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
     }};
 }
@@ -112,14 +103,14 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 /// As [`vec_dot_q4_0_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q4_0_q8_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    lanes_x4!(x, y, |bx| q4_0_weights(bx), dot_i8_i8)
+    lanes_x4_sums!(x, y, |bx| q4_0_weights(bx), dot_i8_i8)
 }
 
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q4_1_q8_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
-    let dots = lanes_x4!(x, y, |bx| nibbles(&bx.qs), dot_u8_i8);
+    let dots = lanes_x4_sums!(x, y, |bx| nibbles(&bx.qs), dot_u8_i8);
     let mut mins = [0.0f32; 4];
     for (b, bx) in x.iter().enumerate() {
         for t in 0..4 {
@@ -133,14 +124,14 @@ pub unsafe fn vec_dot_q4_1_q8_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f3
 /// As [`vec_dot_q4_0_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q5_0_q8_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    lanes_x4!(x, y, |bx| q5_0_weights(bx), dot_i8_i8)
+    lanes_x4_sums!(x, y, |bx| q5_0_weights(bx), dot_i8_i8)
 }
 
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q8_0_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    lanes_x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
+    lanes_x4_sums!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
 }
 
 // ---------------------------------------------------------------------------------------------------
