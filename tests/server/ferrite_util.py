@@ -249,10 +249,8 @@ class StreamResult:
     ttft: float | None  # seconds from the request's start to the first content (or finish) chunk
 
 
-def collect_chat_stream(client, t0: float | None = None, **kwargs) -> StreamResult:
-    """Run a streaming chat request and gather it; asserts nothing."""
-    t0 = time.perf_counter() if t0 is None else t0
-    stream = client.chat.completions.create(stream=True, **kwargs)
+def _collect(stream, t0: float, text_of) -> StreamResult:
+    """Gather a stream of chunks; `text_of(choice)` is a choice's text. Asserts nothing."""
     chunks, pieces, finish, usage, ttft = [], [], None, None, None
     with stream:
         for chunk in stream:
@@ -260,32 +258,25 @@ def collect_chat_stream(client, t0: float | None = None, **kwargs) -> StreamResu
             if chunk.usage is not None:
                 usage = chunk.usage
             for ch in chunk.choices:
-                if ttft is None and (ch.delta.content or ch.finish_reason):
+                text = text_of(ch)
+                if ttft is None and (text or ch.finish_reason):
                     ttft = time.perf_counter() - t0
-                if ch.delta.content:
-                    pieces.append(ch.delta.content)
+                if text:
+                    pieces.append(text)
                 if ch.finish_reason is not None:
                     finish = ch.finish_reason
     return StreamResult(chunks, "".join(pieces), finish, usage, ttft)
+
+
+def collect_chat_stream(client, t0: float | None = None, **kwargs) -> StreamResult:
+    """Run a streaming chat request and gather it; asserts nothing."""
+    t0 = time.perf_counter() if t0 is None else t0
+    return _collect(client.chat.completions.create(stream=True, **kwargs), t0, lambda ch: ch.delta.content)
 
 
 def collect_completion_stream(client, **kwargs) -> StreamResult:
     t0 = time.perf_counter()
-    stream = client.completions.create(stream=True, **kwargs)
-    chunks, pieces, finish, usage, ttft = [], [], None, None, None
-    with stream:
-        for chunk in stream:
-            chunks.append(chunk)
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for ch in chunk.choices:
-                if ttft is None and (ch.text or ch.finish_reason):
-                    ttft = time.perf_counter() - t0
-                if ch.text:
-                    pieces.append(ch.text)
-                if ch.finish_reason is not None:
-                    finish = ch.finish_reason
-    return StreamResult(chunks, "".join(pieces), finish, usage, ttft)
+    return _collect(client.completions.create(stream=True, **kwargs), t0, lambda ch: ch.text)
 
 
 def assert_error_shape(resp, status: int, type_: str | None = None, code: str | None = None) -> dict:
