@@ -110,7 +110,10 @@ struct WideHead {
     lo: usize,
     keys: Vec<f32>,
     values: Vec<f32>,
+    // Read by the x86-64 SIMD path only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     kt_base: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     kt: Vec<f32>,
 }
 
