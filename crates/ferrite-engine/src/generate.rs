@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ferrite_models::{KvCache, Logits, BLOCK_SIZE};
 
 use crate::sampling::{Sampler, SamplingParams};
-use crate::stop::StopMatcher;
+use crate::stop::TokenText;
 use crate::{EngineError, LoadedModel};
 
 /// Prompt tokens per forward pass while prefilling, at most.
@@ -122,8 +122,7 @@ pub fn generate(
 
     let t1 = Instant::now();
     let mut sampler = Sampler::new(&req.sampling);
-    let mut stop = StopMatcher::new(&req.stop);
-    let mut decoder = tok.decoder().continuing();
+    let mut text = TokenText::new(tok.decoder().continuing(), &req.stop);
     let mut history = prompt.clone();
     let mut tokens = Vec::new();
     let mut finish = FinishReason::Length;
@@ -136,7 +135,7 @@ pub fn generate(
         }
         tokens.push(id);
         history.push(id);
-        let out = stop.push(&decoder.push(id));
+        let out = text.push(id);
         on_text(&out.text);
         if out.stopped {
             finish = FinishReason::Stop;
@@ -149,11 +148,7 @@ pub fn generate(
         cached.push(id);
     }
     if finish != FinishReason::Stop {
-        let rest = stop.push(&decoder.flush());
-        on_text(&rest.text);
-        if !rest.stopped {
-            on_text(&stop.finish());
-        }
+        on_text(&text.finish());
     }
     Ok(GenerateStats { prompt_tokens: prompt.len(), reused_tokens: common, tokens, prefill, decode: t1.elapsed(), finish })
 }

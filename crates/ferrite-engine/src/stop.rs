@@ -13,6 +13,8 @@
 //! assert_eq!(out.text, "");
 //! ```
 
+use ferrite_tokenizer::Decoder;
+
 /// The outcome of pushing one piece.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StopOutput {
@@ -61,6 +63,33 @@ impl StopMatcher {
     /// End of generation: whatever is held back was not a stop string after all.
     pub fn finish(self) -> String {
         if self.stopped { String::new() } else { self.held }
+    }
+}
+
+/// Generated token ids to emitted text: detokenized into whole UTF-8 characters, then held back while it
+/// could still be the start of a stop string. Both generation loops (`generate` and the serving engine)
+/// go through it, so they emit the same text.
+pub struct TokenText {
+    decoder: Decoder,
+    stop: StopMatcher,
+}
+
+impl TokenText {
+    /// `decoder` continues a prompt (see [`Decoder::continuing`]); `stops` as for [`StopMatcher::new`].
+    pub fn new<S: AsRef<str>>(decoder: Decoder, stops: &[S]) -> TokenText {
+        TokenText { decoder, stop: StopMatcher::new(stops) }
+    }
+
+    /// Add a generated token: the text safe to emit now, and whether a stop string appeared.
+    pub fn push(&mut self, id: u32) -> StopOutput {
+        self.stop.push(&self.decoder.push(id))
+    }
+
+    /// Generation ended without a stop string: the text still held back (an incomplete character is
+    /// flushed as the decoder does, and a stop string it completes still cuts the text).
+    pub fn finish(mut self) -> String {
+        let rest = self.stop.push(&self.decoder.flush());
+        if rest.stopped { rest.text } else { rest.text + &self.stop.finish() }
     }
 }
 
