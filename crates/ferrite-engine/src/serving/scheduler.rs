@@ -13,13 +13,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ferrite_models::{KvPool, Logits, Model, SeqBatch, SeqKv, BLOCK_SIZE};
-use ferrite_tokenizer::{Decoder, Tokenizer};
+use ferrite_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::blocks::{BlockHashes, BlockManager};
 use super::{gone, EngineConfig, EngineStats, Event, Request, TokenLogprob, Usage};
 use crate::sampling::Sampler;
-use crate::stop::StopMatcher;
+use crate::stop::TokenText;
 use crate::{prefill_chunk, reusable_prefix, FinishReason, LoadedModel};
 
 /// One request's sequence and its generation state.
@@ -31,8 +31,8 @@ pub(crate) struct Seq {
     kv: SeqKv,
     hashes: BlockHashes,
     sampler: Sampler,
-    stop: StopMatcher,
-    decoder: Option<Decoder>,
+    /// Detokenizer and stop strings, from first admission on (it needs the tokenizer).
+    text: Option<TokenText>,
     generated: usize,
     /// Prompt tokens reused from the prefix cache at first admission.
     cached_tokens: usize,
@@ -46,12 +46,11 @@ impl Seq {
         Seq {
             tokens: req.prompt.clone(),
             sampler: Sampler::new(&req.sampling),
-            stop: StopMatcher::new(&req.stop),
             req,
             events,
             kv: SeqKv::default(),
             hashes: BlockHashes::default(),
-            decoder: None,
+            text: None,
             generated: 0,
             cached_tokens: 0,
             admitted: false,
@@ -125,15 +124,14 @@ impl Scheduler {
             }
             keep
         });
-        let mut i = 0;
-        while i < self.running.len() {
-            if gone(&self.running[i].events) {
-                let s = self.running.remove(i);
-                self.blocks.release(&s.kv.blocks);
-            } else {
-                i += 1;
+        let blocks = &mut self.blocks;
+        self.running.retain(|s| {
+            let keep = !gone(&s.events);
+            if !keep {
+                blocks.release(&s.kv.blocks);
             }
-        }
+            keep
+        });
     }
 
     /// Admit waiting sequences in order while there is room: a sequence slot, and blocks for its whole
@@ -157,7 +155,7 @@ impl Scheduler {
             if !s.admitted {
                 s.admitted = true;
                 s.cached_tokens = reuse;
-                s.decoder = Some(self.tokenizer.decoder().continuing());
+                s.text = Some(TokenText::new(self.tokenizer.decoder().continuing(), &s.req.stop));
                 self.stats.prompt_tokens.fetch_add(total as u64, Ordering::Relaxed);
                 self.stats.cached_prompt_tokens.fetch_add(reuse as u64, Ordering::Relaxed);
                 // Counted by `submit` while it waits for first admission; a preempted sequence waiting
@@ -278,29 +276,24 @@ impl Scheduler {
     fn finish(&mut self, mut s: Seq, finish: Option<FinishReason>) {
         self.blocks.release(&s.kv.blocks);
         let Some(finish) = finish else { return }; // the client left
-        let mut tail = String::new();
-        if finish != FinishReason::Stop {
-            let rest = s.stop.push(&s.decoder.as_mut().map(|d| d.flush()).unwrap_or_default());
-            tail = rest.text;
-            if !rest.stopped {
-                tail.push_str(&std::mem::take(&mut s.stop).finish());
-            }
-        }
+        let tail = match s.text.take() {
+            Some(text) if finish != FinishReason::Stop => text.finish(),
+            _ => String::new(),
+        };
         let usage = Usage { prompt_tokens: s.req.prompt.len(), completion_tokens: s.generated, cached_tokens: s.cached_tokens };
         let _ = s.events.send(Event::Done { finish, usage, tail });
     }
 
     fn fail_planned(&mut self, message: &str) {
-        let mut i = 0;
-        while i < self.running.len() {
-            if self.running[i].planned > 0 {
-                let s = self.running.remove(i);
-                self.blocks.release(&s.kv.blocks);
-                let _ = s.events.send(Event::Error(message.to_string()));
-            } else {
-                i += 1;
+        let blocks = &mut self.blocks;
+        self.running.retain(|s| {
+            if s.planned == 0 {
+                return true;
             }
-        }
+            blocks.release(&s.kv.blocks);
+            let _ = s.events.send(Event::Error(message.to_string()));
+            false
+        });
     }
 
     fn publish(&self) {
@@ -321,8 +314,7 @@ fn sample_and_emit(s: &mut Seq, row: &[f32], tok: &Tokenizer, stats: &EngineStat
     s.tokens.push(id);
     s.generated += 1;
     stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-    let piece = s.decoder.as_mut().expect("admitted").push(id);
-    let out = s.stop.push(&piece);
+    let out = s.text.as_mut().expect("admitted").push(id);
     let logprob = s.req.logprobs.map(|n| token_logprob(row, id, n, tok));
     if s.events.send(Event::Token { id, text: out.text, logprob }).is_err() {
         return Some(None);
