@@ -48,6 +48,23 @@ struct Job {
     events: UnboundedReceiver<Event>,
 }
 
+impl Job {
+    /// OpenAI's response object (with `chunk`, a stream chunk) around `choices`.
+    fn envelope(&self, chunk: bool, choices: Value) -> Value {
+        let object = match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        };
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
+    }
+
+    /// Usage of a request its timeout cut short after `tokens` generated tokens.
+    fn cut_usage(&self, tokens: usize) -> Usage {
+        Usage { prompt_tokens: self.prompt_tokens, completion_tokens: tokens, cached_tokens: 0 }
+    }
+}
+
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::too_large(BODY_LIMIT) } else { ApiError::invalid(e.body_text()) })
 }
@@ -134,9 +151,9 @@ async fn respond(job: Result<(Job, bool), ApiError>) -> Response {
 }
 
 /// What the event loop saw: for timing metrics and for a timed-out request's answer.
+#[derive(Default)]
 struct Progress {
     tokens: usize,
-    first: Option<Instant>,
     last: Option<Instant>,
 }
 
@@ -147,7 +164,6 @@ impl Progress {
             None => Metrics::latency(&job.metrics.ttft, now - job.start),
             Some(prev) => Metrics::latency(&job.metrics.itl, now - prev),
         }
-        self.first.get_or_insert(now);
         self.last = Some(now);
         self.tokens += 1;
     }
@@ -164,13 +180,13 @@ async fn next(job: &mut Job) -> Result<Option<Event>, ApiError> {
 
 /// Collect the whole answer.
 async fn whole(mut job: Job) -> Result<Value, ApiError> {
-    let mut p = Progress { tokens: 0, first: None, last: None };
+    let mut p = Progress::default();
     let mut text = String::new();
     let mut lps = Vec::new();
     let (finish, usage) = loop {
         match next(&mut job).await? {
             None if p.tokens == 0 => return Err(ApiError::timeout()),
-            None => break ("length", Usage { prompt_tokens: job.prompt_tokens, completion_tokens: p.tokens, cached_tokens: 0 }),
+            None => break ("length", job.cut_usage(p.tokens)),
             Some(Event::Token { text: t, logprob, .. }) => {
                 p.token(&job);
                 text.push_str(&t);
@@ -189,8 +205,9 @@ async fn whole(mut job: Job) -> Result<Value, ApiError> {
         Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish}),
         Kind::Text => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}),
     };
-    let object = if job.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
-    Ok(json!({"id": job.id, "object": object, "created": job.created, "model": job.model, "choices": [choice], "usage": usage_json(&usage)}))
+    let mut body = job.envelope(false, json!([choice]));
+    body["usage"] = usage_json(&usage);
+    Ok(body)
 }
 
 /// Forward the answer as server-sent events, ending with `data: [DONE]`.
@@ -199,16 +216,16 @@ fn stream(mut job: Job) -> impl IntoResponse {
     tokio::spawn(async move {
         let send = |v: Value| Ok(Sse::default().data(v.to_string()));
         let chunk = |job: &Job, delta: Value, finish: Option<&str>, logprobs: Option<Value>| -> Value {
-            let (object, choice) = match job.kind {
-                Kind::Chat => ("chat.completion.chunk", json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})),
-                Kind::Text => ("text_completion", json!({"index": 0, "text": delta["content"].as_str().unwrap_or(""), "logprobs": logprobs, "finish_reason": finish})),
+            let choice = match job.kind {
+                Kind::Chat => json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}),
+                Kind::Text => json!({"index": 0, "text": delta["content"].as_str().unwrap_or(""), "logprobs": logprobs, "finish_reason": finish}),
             };
-            json!({"id": job.id, "object": object, "created": job.created, "model": job.model, "choices": [choice]})
+            job.envelope(true, json!([choice]))
         };
         if job.kind == Kind::Chat && tx.send(send(chunk(&job, json!({"role": "assistant", "content": ""}), None, None))).await.is_err() {
             return;
         }
-        let mut p = Progress { tokens: 0, first: None, last: None };
+        let mut p = Progress::default();
         let mut offset = 0;
         loop {
             // Wake up on an event, or as soon as the client is gone (dropping `job` cancels the sequence).
@@ -230,7 +247,7 @@ fn stream(mut job: Job) -> impl IntoResponse {
                     continue;
                 }
                 Ok(Some(Event::Done { finish, usage, tail })) => (finish_reason(finish), usage, tail),
-                Ok(None) => ("length", Usage { prompt_tokens: job.prompt_tokens, completion_tokens: p.tokens, cached_tokens: 0 }, String::new()),
+                Ok(None) => ("length", job.cut_usage(p.tokens), String::new()),
                 Ok(Some(Event::Error(e))) => {
                     let _ = tx.send(send(ApiError::internal(e).body())).await;
                     break;
@@ -245,8 +262,8 @@ fn stream(mut job: Job) -> impl IntoResponse {
             }
             let _ = tx.send(send(chunk(&job, json!({}), Some(finish), None))).await;
             if job.include_usage {
-                let object = if job.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-                let v = json!({"id": job.id, "object": object, "created": job.created, "model": job.model, "choices": [], "usage": usage_json(&usage)});
+                let mut v = job.envelope(true, json!([]));
+                v["usage"] = usage_json(&usage);
                 let _ = tx.send(send(v)).await;
             }
             break;
