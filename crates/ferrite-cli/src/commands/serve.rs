@@ -16,8 +16,6 @@ use crate::ServeArgs;
 const DEFAULT_MAX_CTX: usize = 8192;
 
 pub fn main(a: ServeArgs) -> Result<()> {
-    let threads = a.model.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the thread pool")?;
     let kv_mem = a.kv_mem.as_deref().map(parse_size).transpose()?;
     let name = a.model_name.clone().unwrap_or_else(|| {
         a.model.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
@@ -35,9 +33,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
         let engine: Arc<Mutex<Option<Engine>>> = Arc::default();
         let (st, slot) = (state.clone(), engine.clone());
         let loading = tokio::task::spawn_blocking(move || -> Result<()> {
-            let t = std::time::Instant::now();
-            let lm = ferrite_engine::LoadedModel::open(&a.model.model, &mut |_, _| {})
-                .with_context(|| format!("loading {}", a.model.model.display()))?;
+            let lm = super::load(&a.model)?;
             let cfg = lm.model.config();
             let ctx = a.ctx.unwrap_or(cfg.ctx_train.min(DEFAULT_MAX_CTX));
             if ctx > cfg.ctx_train {
@@ -55,11 +51,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
             let m = st.metrics.clone();
             let e = Engine::start(&lm, config, Box::new(move |r| m.step(r)));
             eprintln!(
-                "ferrite: loaded {} ({}, {} layers) in {:.2} s; {threads} threads, context {ctx}, up to {} sequences, KV pool {} MiB ({kv_blocks} blocks of {BLOCK_SIZE})",
-                a.model.model.display(),
-                cfg.arch,
-                cfg.n_layers,
-                t.elapsed().as_secs_f64(),
+                "ferrite: serving context {ctx}, up to {} sequences, KV pool {} MiB ({kv_blocks} blocks of {BLOCK_SIZE})",
                 a.max_seqs,
                 (kv_blocks * block) >> 20,
             );
