@@ -6,7 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-scripts/fetch-models.sh smollm2 qwen05 gemma3
+scripts/fetch-models.sh smollm2 qwen05 gemma3 minilm
 scripts/build-llama-cpp.sh --source-only >/dev/null
 scripts/reference/make_ppl_text.sh >/dev/null
 export FERRITE_REQUIRE_DATA=1

@@ -32,6 +32,8 @@ enum Command {
     Bench(BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API (see docs/server.md).
     Serve(ServeArgs),
+    /// Print sentence embeddings of TEXTs (or of each line of stdin) as a JSON array of vectors.
+    Embed(EmbedArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +89,18 @@ pub struct RunArgs {
     /// Context size in tokens (default: the model's training context, at most 8192).
     #[arg(long)]
     ctx: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// A sentence-transformers folder (config.json, model.safetensors, tokenizer.json) or a BERT GGUF file.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// Worker threads (default: all available cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Texts to embed; without any, one text per line of stdin.
+    texts: Vec<String>,
 }
 
 #[derive(Args)]
@@ -220,5 +234,6 @@ fn main() -> Result<()> {
         Command::Info(a) => commands::info::main(a),
         Command::Bench(a) => commands::bench::main(a),
         Command::Serve(a) => commands::serve::main(a),
+        Command::Embed(a) => commands::embed::main(a),
     }
 }

@@ -7,10 +7,12 @@
 //! - [`generate()`]: prompt in, streamed text out, stopping at end-of-generation tokens, stop strings or
 //!   the token limit.
 //! - [`perplexity()`]: llama-perplexity's measurement.
+//! - [`Embedder`]: sentence embeddings from a BERT encoder (sentence-transformers folder or GGUF).
 //! - [`serving`]: many sequences at once — an engine thread with continuous batching over a paged KV
 //!   cache with prefix reuse, fed through a handle (what `ferrite serve` runs on).
 
 pub mod chat;
+mod embed;
 mod error;
 mod generate;
 mod loaded;
@@ -19,6 +21,7 @@ pub mod sampling;
 pub mod serving;
 pub mod stop;
 
+pub use embed::{Embedder, Embeddings};
 pub use error::EngineError;
 pub use generate::{generate, prefill_chunk, reusable_prefix, FinishReason, GenerateRequest, GenerateStats, MIN_CHUNK, PREFILL_CHUNK};
 pub use loaded::LoadedModel;

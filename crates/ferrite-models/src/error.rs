@@ -6,7 +6,11 @@ use ferrite_tensor::DType;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3)")]
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{path}: {problem}")]
+    BadConfig { path: std::path::PathBuf, problem: String },
+    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3; encoders: bert)")]
     UnsupportedArch(String),
     #[error("missing tensor {0:?}")]
     MissingTensor(String),
@@ -20,6 +24,8 @@ pub enum ModelError {
     BadHparam { key: String, problem: String },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     BadToken { id: u32, vocab: usize },
+    #[error("a sequence of {len} tokens exceeds the {max} positions the model has")]
+    TooLong { len: usize, max: usize },
     #[error("context full: {have} cached + {adding} new tokens exceed the cache capacity of {capacity}")]
     ContextFull { have: usize, adding: usize, capacity: usize },
     #[error("kernel: {0}")]

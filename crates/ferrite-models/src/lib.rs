@@ -7,22 +7,27 @@
 //! token. Batching, paging and speculation build on this shape without rewriting the architectures.
 //!
 //! One file per architecture, each readable top to bottom: [`llama`] (SmolLM2), [`qwen2`] (Qwen2.5),
-//! [`gemma3`].
+//! [`gemma3`]; and the encoder [`bert`] (sentence embeddings), loaded from GGUF or a Hugging Face
+//! safetensors folder ([`HfFolder`]).
 
 mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx2;
 mod config;
 mod error;
+mod hf;
 mod kv;
 mod layers;
 
+pub mod bert;
 pub mod gemma3;
 pub mod llama;
 pub mod qwen2;
 
 pub use config::ModelConfig;
+pub use bert::{Bert, BertConfig, Pooling};
 pub use error::ModelError;
+pub use hf::HfFolder;
 pub use kv::{KvCache, KvPool, SeqKv, BLOCK_SIZE};
 pub use layers::{Logits, SeqBatch};
 

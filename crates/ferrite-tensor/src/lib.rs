@@ -7,6 +7,8 @@
 //! - [`ops`]: the dense operations a transformer needs (norms, RoPE, softmax, activations).
 //! - [`matmul`](mod@matmul): weight × activation products over a thread pool: [`QMatrix`] (a weight matrix in any
 //!   supported format, borrowed from shared storage) and [`matmul()`].
+//! - [`gemm`](mod@gemm): dense f32 products (x·Wᵀ, per-head attention) through the `gemm` crate, for
+//!   unquantized weights such as an encoder's.
 //! - [`TensorError`]: what the fallible functions return.
 //!
 //! ```
@@ -28,6 +30,7 @@
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod quant;

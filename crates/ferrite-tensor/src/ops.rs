@@ -20,6 +20,22 @@ pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
+/// Layer normalisation of each `dim`-sized row of `x` in place: x ← (x − mean) / sqrt(var + eps) · w + b
+/// (BERT's post-norm). Mean and variance are accumulated in f64.
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let dim = w.len();
+    debug_assert_eq!(b.len(), dim);
+    debug_assert_eq!(x.len() % dim, 0);
+    for row in x.chunks_exact_mut(dim) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        let scale = 1.0 / (var + eps as f64).sqrt();
+        for ((v, &g), &bb) in row.iter_mut().zip(w).zip(b) {
+            *v = ((*v as f64 - mean) * scale) as f32 * g + bb;
+        }
+    }
+}
+
 /// Softmax of `x` in place, numerically stable.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -161,6 +177,11 @@ pub fn expf_fast(x: f32) -> f32 {
     (j as f64 * two_n) as f32
 }
 
+/// GELU as BERT defines it (`hidden_act: "gelu"`): 0.5·x·(1 + erf(x/√2)), not the tanh approximation.
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 /// GELU, tanh approximation, exact in f32.
 pub fn gelu_exact(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -210,6 +231,31 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_norm_zero_mean_unit_variance() {
+        let mut x = vec![1.0, 2.0, 3.0, 6.0, -4.0, 0.0, 4.0, 8.0];
+        layer_norm(&mut x, &[1.0; 4], &[0.0; 4], 1e-12);
+        for row in x.chunks(4) {
+            let mean: f32 = row.iter().sum::<f32>() / 4.0;
+            let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+            assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{row:?}");
+        }
+        // Weight and bias apply after normalising: [-1, 1] → [-2+0.5, 2+0.5].
+        let mut y = vec![3.0, 5.0];
+        layer_norm(&mut y, &[2.0, 2.0], &[0.5, 0.5], 0.0);
+        assert_eq!(y, [-1.5, 2.5]);
+    }
+
+    #[test]
+    fn gelu_erf_known_values() {
+        // 0.5·x·(1+erf(x/√2)) at x = 1 and -1 (Φ(1) = 0.841344746…).
+        assert!((gelu_erf(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu_erf(-1.0) + 0.158_655_25).abs() < 1e-6);
+        assert_eq!(gelu_erf(0.0), 0.0);
+        // It differs from the tanh approximation (by ~1e-4 here).
+        assert!((gelu_erf(1.5) - gelu_exact(1.5)).abs() > 1e-5);
+    }
 
     #[test]
     fn rms_norm_unit_rms() {

@@ -21,6 +21,8 @@ pub fn models_dir() -> PathBuf {
 pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
 /// The Qwen2.5-Coder-0.5B-Instruct Q4_K_M file name.
 pub const QWEN05: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+/// The all-MiniLM-L6-v2 sentence-transformers folder.
+pub const MINILM: &str = "all-minilm-l6-v2";
 /// The Gemma-3-270M (base) Q4_K_M file name.
 pub const GEMMA3: &str = "gemma3-270m-q4_k_m.gguf";
 
