@@ -233,7 +233,7 @@ impl SentenceTransformers {
 
 /// llama.cpp's BERT GGUF stores the WordPiece vocabulary rewritten: whole-word pieces start with "▁",
 /// continuation pieces lose their "##", [special] tokens stay. Undo that and build the BERT pipeline
-/// (BERT normalizer with lowercasing, as llama.cpp's WPM tokenizer lowercases; [CLS] … [SEP]).
+/// (BERT normalizer, lowercasing unless `tokenizer.ggml.normalizer.lowercase` is false; [CLS] … [SEP]).
 fn wordpiece_from_gguf(gguf: &GgufFile, path: &Path) -> Result<Tokenizer, EngineError> {
     let bad = |what: String| EngineError::Input(format!("{}: {what}", path.display()));
     match gguf.opt_str("tokenizer.ggml.model")? {
@@ -244,6 +244,18 @@ fn wordpiece_from_gguf(gguf: &GgufFile, path: &Path) -> Result<Tokenizer, Engine
     let ferrite_gguf::Array::String(tokens) = tokens else {
         return Err(bad("tokenizer.ggml.tokens is not an array of strings".into()));
     };
+    // Control tokens ([CLS], [SEP], [MASK], …) are matched in text as whole tokens, as tokenizer.json's
+    // added_tokens make Hugging Face do.
+    let types = match gguf.opt_array("tokenizer.ggml.token_type")? {
+        Some(ferrite_gguf::Array::I32(t)) => t.clone(),
+        _ => Vec::new(),
+    };
+    let added: Vec<serde_json::Value> = types
+        .iter()
+        .enumerate()
+        .filter(|&(i, &t)| t == 3 && i < tokens.len())
+        .map(|(i, _)| serde_json::json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     for (id, t) in tokens.iter().enumerate() {
         let piece = if t.starts_with('[') && t.ends_with(']') {
@@ -264,10 +276,12 @@ fn wordpiece_from_gguf(gguf: &GgufFile, path: &Path) -> Result<Tokenizer, Engine
         Ok((name.to_string(), i))
     };
     let (cls, sep, unk) = (id("tokenizer.ggml.cls_token_id", "[CLS]")?, id("tokenizer.ggml.seperator_token_id", "[SEP]")?, id("tokenizer.ggml.unknown_token_id", "[UNK]")?);
+    let lowercase = gguf.opt_bool("tokenizer.ggml.normalizer.lowercase")?.unwrap_or(true);
     // The same pipeline a BERT tokenizer.json describes, built as one.
     let spec = serde_json::json!({
         "version": "1.0",
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": lowercase},
         "pre_tokenizer": {"type": "BertPreTokenizer"},
         "post_processor": {"type": "BertProcessing", "sep": [sep.0, sep.1], "cls": [cls.0, cls.1]},
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},

@@ -35,6 +35,24 @@ pub fn main(a: InfoArgs) -> Result<()> {
         println!("  {ty:<6} {n:>4} tensors, {:>8.1} M elements, {:>8.1} MiB", *elems as f64 / 1e6, *bytes as f64 / (1 << 20) as f64);
     }
 
+    if gguf.architecture() == Some("bert") {
+        // An encoder: `ferrite embed` runs it (with the WordPiece tokenizer rebuilt from the vocabulary).
+        match ferrite_models::Bert::from_gguf(&gguf) {
+            Ok(m) => {
+                let c = m.config();
+                println!("encoder:      {} layers, dim {} (ffn {}), {} heads, {} positions, pooling {:?}", c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.max_positions, c.pooling);
+                println!("use:          ferrite embed --model {} TEXT...", a.model.as_ref().map_or(String::new(), |p| p.display().to_string()));
+            }
+            Err(e) => println!("encoder:      cannot be built: {e}"),
+        }
+        println!("kernels:      {}", ferrite_tensor::quant::kernel_tier());
+        if a.tensors {
+            for t in gguf.tensors() {
+                println!("  {:<40} {:<6} {:?}", t.name, t.dtype.name(), t.dims);
+            }
+        }
+        return Ok(());
+    }
     match Model::from_gguf(&gguf) {
         Ok(m) => {
             let c = m.config();
