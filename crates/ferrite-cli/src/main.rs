@@ -215,6 +215,9 @@ pub struct ServeArgs {
     /// Model id reported by /v1/models (default: the file name).
     #[arg(long)]
     model_name: Option<String>,
+    /// An embedding model (sentence-transformers folder or BERT GGUF) for /v1/embeddings.
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {

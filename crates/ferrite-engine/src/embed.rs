@@ -69,8 +69,14 @@ impl Embedder {
         let mut tokenizer = wordpiece_from_gguf(&gguf, path)?;
         let max_tokens = model.config().max_positions;
         configure(&mut tokenizer, max_tokens).map_err(tok_err(path))?;
-        let pooling = model.config().pooling.ok_or_else(|| EngineError::Input(format!("{}: pooling_type none gives no text embedding", path.display())))?;
-        let name = gguf.opt_str("general.name")?.map(str::to_string).unwrap_or_else(|| path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let pooling = model
+            .config()
+            .pooling
+            .ok_or_else(|| EngineError::Input(format!("{}: pooling_type none gives no text embedding", path.display())))?;
+        let name = gguf
+            .opt_str("general.name")?
+            .map(str::to_string)
+            .unwrap_or_else(|| path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         Ok(Embedder { model, tokenizer, pooling, normalize: true, max_tokens, name })
     }
 
@@ -205,7 +211,8 @@ impl SentenceTransformers {
                 Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| EngineError::Input(format!("{}: {e}", p.display()))),
             }
         };
-        let max_seq_length = json(dir.join("sentence_bert_config.json"))?.and_then(|v| v.get("max_seq_length")?.as_u64()).map(|v| v as usize);
+        let max_seq_length =
+            json(dir.join("sentence_bert_config.json"))?.and_then(|v| v.get("max_seq_length")?.as_u64()).map(|v| v as usize);
         let modules = json(dir.join("modules.json"))?.and_then(|v| v.as_array().cloned()).unwrap_or_default();
         let module = |kind: &str| modules.iter().find(|m| m.get("type").and_then(|t| t.as_str()) == Some(kind));
         let normalize = module("sentence_transformers.models.Normalize").is_some();
@@ -275,7 +282,11 @@ fn wordpiece_from_gguf(gguf: &GgufFile, path: &Path) -> Result<Tokenizer, Engine
         let name = tokens.get(i as usize).ok_or_else(|| bad(format!("{key} = {i} is outside the vocabulary")))?;
         Ok((name.to_string(), i))
     };
-    let (cls, sep, unk) = (id("tokenizer.ggml.cls_token_id", "[CLS]")?, id("tokenizer.ggml.seperator_token_id", "[SEP]")?, id("tokenizer.ggml.unknown_token_id", "[UNK]")?);
+    let (cls, sep, unk) = (
+        id("tokenizer.ggml.cls_token_id", "[CLS]")?,
+        id("tokenizer.ggml.seperator_token_id", "[SEP]")?,
+        id("tokenizer.ggml.unknown_token_id", "[UNK]")?,
+    );
     let lowercase = gguf.opt_bool("tokenizer.ggml.normalizer.lowercase")?.unwrap_or(true);
     // The same pipeline a BERT tokenizer.json describes, built as one.
     let spec = serde_json::json!({

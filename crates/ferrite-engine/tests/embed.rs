@@ -113,20 +113,36 @@ fn empty_input_and_errors() {
 fn minilm_as_gguf(dir: &std::path::Path, matrix_type: ferrite_tensor::DType) -> Vec<u8> {
     use ferrite_gguf::write::GgufWriter;
     use ferrite_gguf::{Array, Value};
-    use ferrite_tensor::{quant, DType};
+    use ferrite_tensor::{DType, quant};
     let f = ferrite_models::HfFolder::open(dir).unwrap();
     let tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
-    let mut vocab: Vec<(String, u64)> = tok["model"]["vocab"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+    let mut vocab: Vec<(String, u64)> =
+        tok["model"]["vocab"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
     vocab.sort_by_key(|v| v.1);
     let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
     let tokens: Vec<String> = vocab
         .iter()
-        .map(|(t, _)| if specials.contains(&t.as_str()) { t.clone() } else if let Some(rest) = t.strip_prefix("##") { rest.to_string() } else { format!("\u{2581}{t}") })
+        .map(|(t, _)| {
+            if specials.contains(&t.as_str()) {
+                t.clone()
+            } else if let Some(rest) = t.strip_prefix("##") {
+                rest.to_string()
+            } else {
+                format!("\u{2581}{t}")
+            }
+        })
         .collect();
     let types: Vec<i32> = vocab.iter().map(|(t, _)| if specials.contains(&t.as_str()) { 3 } else { 1 }).collect();
     let mut w = GgufWriter::new();
     w.meta("general.architecture", Value::String("bert".into()));
-    for (k, v) in [("block_count", 6u32), ("context_length", 512), ("embedding_length", 384), ("feed_forward_length", 1536), ("attention.head_count", 12), ("pooling_type", 1)] {
+    for (k, v) in [
+        ("block_count", 6u32),
+        ("context_length", 512),
+        ("embedding_length", 384),
+        ("feed_forward_length", 1536),
+        ("attention.head_count", 12),
+        ("pooling_type", 1),
+    ] {
         w.meta(&format!("bert.{k}"), Value::U32(v));
     }
     w.meta("bert.attention.layer_norm_epsilon", Value::F32(1e-12));

@@ -20,12 +20,12 @@
 use ferrite_gguf::GgufFile;
 use ferrite_tensor::gemm::{self, Threads, View};
 use ferrite_tensor::matmul::{self, QMatrix};
-use ferrite_tensor::{ops, DType};
+use ferrite_tensor::{DType, ops};
 use rayon::prelude::*;
 
+use crate::ModelError;
 use crate::hf::HfFolder;
 use crate::layers::Loader;
-use crate::ModelError;
 
 /// How token states become one vector per text (sentence-transformers' pooling modes; llama.cpp's
 /// `pooling_type`).
@@ -75,8 +75,10 @@ impl Dense {
     fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
         let mut y = vec![0.0; n * self.rows];
         match &self.w {
-            Weight::F32(w) => gemm::linear(View::dense(x, n, self.cols), View::dense(w, self.rows, self.cols), Some(&self.b), &mut y, Threads::Pool)
-                .map_err(ModelError::Compute)?,
+            Weight::F32(w) => {
+                gemm::linear(View::dense(x, n, self.cols), View::dense(w, self.rows, self.cols), Some(&self.b), &mut y, Threads::Pool)
+                    .map_err(ModelError::Compute)?
+            }
             Weight::Quant(q) => {
                 matmul::matmul(q, x, n, &mut y).map_err(ModelError::Compute)?;
                 ops::add_bias(&mut y, &self.b);
@@ -103,8 +105,8 @@ struct Layer {
 /// BERT weights: immutable, shared by every request.
 pub struct Bert {
     cfg: BertConfig,
-    word: Weight,       // (vocab, dim)
-    position: Vec<f32>, // (max_positions, dim)
+    word: Weight,         // (vocab, dim)
+    position: Vec<f32>,   // (max_positions, dim)
     token_type: Vec<f32>, // (dim,): type 0, the only one single texts use
     embed_norm: Norm,
     layers: Vec<Layer>,
@@ -129,7 +131,11 @@ impl Source<'_> {
             Source::Hf(f, p) => Ok(Weight::F32(f.f32(&format!("{p}{hf}"), &[rows, cols])?)),
             Source::Gguf(l) => {
                 let q = l.matrix(gguf, rows, cols)?;
-                if matches!(q.dtype(), DType::F32 | DType::F16 | DType::BF16) { Ok(Weight::F32(dequantize(&q)?)) } else { Ok(Weight::Quant(q)) }
+                if matches!(q.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+                    Ok(Weight::F32(dequantize(&q)?))
+                } else {
+                    Ok(Weight::Quant(q))
+                }
             }
         }
     }
@@ -141,7 +147,10 @@ impl Source<'_> {
     }
 
     fn norm(&self, hf: &str, gguf: &str, dim: usize) -> Result<Norm, ModelError> {
-        Ok(Norm { w: self.vector(&format!("{hf}.weight"), &format!("{gguf}.weight"), dim)?, b: self.vector(&format!("{hf}.bias"), &format!("{gguf}.bias"), dim)? })
+        Ok(Norm {
+            w: self.vector(&format!("{hf}.weight"), &format!("{gguf}.weight"), dim)?,
+            b: self.vector(&format!("{hf}.bias"), &format!("{gguf}.bias"), dim)?,
+        })
     }
 
     /// Query, key and value stacked into one (3·dim, dim) layer, so one GEMM computes all three.
@@ -184,12 +193,18 @@ impl Bert {
         if let Some(act) = folder.opt_str("hidden_act")
             && act != "gelu"
         {
-            return Err(ModelError::BadConfig { path: folder.dir.join("config.json"), problem: format!("hidden_act {act:?} is not supported (gelu is)") });
+            return Err(ModelError::BadConfig {
+                path: folder.dir.join("config.json"),
+                problem: format!("hidden_act {act:?} is not supported (gelu is)"),
+            });
         }
         if let Some(kind) = folder.opt_str("position_embedding_type")
             && kind != "absolute"
         {
-            return Err(ModelError::BadConfig { path: folder.dir.join("config.json"), problem: format!("position_embedding_type {kind:?} is not supported (absolute is)") });
+            return Err(ModelError::BadConfig {
+                path: folder.dir.join("config.json"),
+                problem: format!("position_embedding_type {kind:?} is not supported (absolute is)"),
+            });
         }
         let cfg = BertConfig {
             vocab_size: folder.usize("vocab_size")?,
@@ -202,7 +217,11 @@ impl Bert {
             pooling: None,
         };
         // Checkpoints saved from a task model (BertForMaskedLM, …) prefix the encoder's names with "bert.".
-        let prefix = if !folder.has("embeddings.word_embeddings.weight") && folder.has("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+        let prefix = if !folder.has("embeddings.word_embeddings.weight") && folder.has("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
         Self::load(cfg, &Source::Hf(folder, prefix))
     }
 
@@ -219,11 +238,19 @@ impl Bert {
             Some(2) => Some(Pooling::Cls),
             Some(3) => Some(Pooling::Last),
             Some(0) => None,
-            Some(other) => return Err(ModelError::BadHparam { key: "bert.pooling_type".into(), problem: format!("{other} is not a pooling Ferrite knows") }),
+            Some(other) => {
+                return Err(ModelError::BadHparam {
+                    key: "bert.pooling_type".into(),
+                    problem: format!("{other} is not a pooling Ferrite knows"),
+                });
+            }
         };
         let vocab_size = match h.opt_usize("vocab_size")? {
             Some(v) => v,
-            None => gguf.opt_array("tokenizer.ggml.tokens")?.map(|a| a.len()).ok_or_else(|| ModelError::BadHparam { key: "vocab_size".into(), problem: "absent, and no tokenizer.ggml.tokens".into() })?,
+            None => gguf.opt_array("tokenizer.ggml.tokens")?.map(|a| a.len()).ok_or_else(|| ModelError::BadHparam {
+                key: "vocab_size".into(),
+                problem: "absent, and no tokenizer.ggml.tokens".into(),
+            })?,
         };
         let cfg = BertConfig {
             vocab_size,
@@ -241,7 +268,10 @@ impl Bert {
     fn load(cfg: BertConfig, src: &Source) -> Result<Bert, ModelError> {
         let (dim, ffn) = (cfg.dim, cfg.ffn_dim);
         if dim % cfg.n_heads != 0 {
-            return Err(ModelError::BadHparam { key: "head count".into(), problem: format!("{} heads do not divide width {dim}", cfg.n_heads) });
+            return Err(ModelError::BadHparam {
+                key: "head count".into(),
+                problem: format!("{} heads do not divide width {dim}", cfg.n_heads),
+            });
         }
         let word = src.matrix("embeddings.word_embeddings.weight", "token_embd.weight", cfg.vocab_size, dim)?;
         let position = match src.matrix("embeddings.position_embeddings.weight", "position_embd.weight", cfg.max_positions, dim)? {
@@ -340,11 +370,14 @@ impl Bert {
         let (dim, heads) = (self.cfg.dim, self.cfg.n_heads);
         let hd = dim / heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let starts: Vec<usize> = lens.iter().scan(0, |acc, &l| {
-            let s = *acc;
-            *acc += l;
-            Some(s)
-        }).collect();
+        let starts: Vec<usize> = lens
+            .iter()
+            .scan(0, |acc, &l| {
+                let s = *acc;
+                *acc += l;
+                Some(s)
+            })
+            .collect();
         let tasks: Vec<(usize, usize)> = (0..lens.len()).filter(|&s| lens[s] > 0).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
         let results = tasks
             .par_iter()

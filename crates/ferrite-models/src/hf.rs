@@ -34,7 +34,8 @@ impl HfFolder {
     pub fn open(dir: &Path) -> Result<HfFolder, ModelError> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io { path: config_path.clone(), source })?;
-        let config = serde_json::from_str(&text).map_err(|e| ModelError::BadConfig { path: config_path.clone(), problem: e.to_string() })?;
+        let config =
+            serde_json::from_str(&text).map_err(|e| ModelError::BadConfig { path: config_path.clone(), problem: e.to_string() })?;
         let path = dir.join("model.safetensors");
         if !path.exists() && dir.join("model.safetensors.index.json").exists() {
             return Err(ModelError::BadConfig { path, problem: "sharded safetensors checkpoints are not supported yet".into() });
@@ -73,10 +74,18 @@ impl HfFolder {
         let width = match e.dtype {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
-            other => return Err(ModelError::BadConfig { path: self.dir.join("model.safetensors"), problem: format!("tensor {name:?} has type {other:?}; F32, F16 or BF16 expected") }),
+            other => {
+                return Err(ModelError::BadConfig {
+                    path: self.dir.join("model.safetensors"),
+                    problem: format!("tensor {name:?} has type {other:?}; F32, F16 or BF16 expected"),
+                });
+            }
         };
         if bytes.len() != n * width {
-            return Err(ModelError::BadConfig { path: self.dir.join("model.safetensors"), problem: format!("tensor {name:?} holds {} bytes for {n} elements", bytes.len()) });
+            return Err(ModelError::BadConfig {
+                path: self.dir.join("model.safetensors"),
+                problem: format!("tensor {name:?} holds {} bytes for {n} elements", bytes.len()),
+            });
         }
         Ok(match e.dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
@@ -87,12 +96,9 @@ impl HfFolder {
 
     /// A positive integer field of `config.json`.
     pub fn usize(&self, key: &str) -> Result<usize, ModelError> {
-        self.config
-            .get(key)
-            .and_then(|v| v.as_u64())
-            .and_then(|v| usize::try_from(v).ok())
-            .filter(|&v| v > 0)
-            .ok_or_else(|| ModelError::BadConfig { path: self.dir.join("config.json"), problem: format!("{key:?} is missing or not a positive integer") })
+        self.config.get(key).and_then(|v| v.as_u64()).and_then(|v| usize::try_from(v).ok()).filter(|&v| v > 0).ok_or_else(|| {
+            ModelError::BadConfig { path: self.dir.join("config.json"), problem: format!("{key:?} is missing or not a positive integer") }
+        })
     }
 
     pub fn opt_f64(&self, key: &str) -> Option<f64> {

@@ -50,6 +50,11 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After: 1`: too many requests are already waiting.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError { code: Some("queue_full"), retry_after: Some(1), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message) }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError { code: Some("unavailable"), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message) }
     }
@@ -77,11 +82,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::ContextExceeded { .. } => {
                 ApiError { code: Some("context_length_exceeded"), param: Some("messages"), ..ApiError::invalid(message) }
             }
-            SubmitError::QueueFull { .. } => ApiError {
-                code: Some("queue_full"),
-                retry_after: Some(1),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-            },
+            SubmitError::QueueFull { .. } => ApiError::busy(message),
             SubmitError::ShuttingDown => ApiError::unavailable(message),
         }
     }

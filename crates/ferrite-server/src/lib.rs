@@ -1,9 +1,10 @@
 //! `ferrite serve`: an OpenAI-compatible HTTP server over the serving engine
 //! ([`ferrite_engine::serving`]).
 //!
-//! - [`router`]: the routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`,
+//! - [`router`]: the routes (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/health`,
 //!   `/metrics`, `/`), bearer-token auth and request counting on `/v1`, an 8 MiB body limit, OpenAI-shaped
 //!   errors for everything including unknown paths.
+//! - [`embeddings`]: `/v1/embeddings` over an optional embedding model (`--embed-model`).
 //! - [`completion`]: one request from body to answer: prompt, limits, submission to the engine, and the
 //!   answer as one JSON object or as a stream of server-sent events.
 //! - [`openai`]: request bodies and their checks; [`error`]: errors in OpenAI's format; [`metrics`]:
@@ -13,6 +14,7 @@
 //! no state between requests apart from its caches: several can run behind a load balancer.
 
 mod completion;
+pub mod embeddings;
 pub mod error;
 pub mod metrics;
 pub mod openai;
@@ -61,11 +63,13 @@ pub struct AppState {
     pub options: ServerOptions,
     pub metrics: Arc<Metrics>,
     pub ready: OnceLock<Ready>,
+    /// The embedding model, when the server has one; set before `ready`.
+    pub embed: OnceLock<embeddings::EmbedService>,
 }
 
 impl AppState {
     pub fn new(options: ServerOptions, metrics: Arc<Metrics>) -> Arc<AppState> {
-        Arc::new(AppState { options, metrics, ready: OnceLock::new() })
+        Arc::new(AppState { options, metrics, ready: OnceLock::new(), embed: OnceLock::new() })
     }
 
     fn ready(&self) -> Result<&Ready, ApiError> {
@@ -78,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(completion::chat))
         .route("/v1/completions", post(completion::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .route_layer(middleware::from_fn_with_state(state.clone(), count));
@@ -135,6 +140,7 @@ async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     let endpoint = match req.uri().path() {
         "/v1/chat/completions" => "chat_completions",
         "/v1/completions" => "completions",
+        "/v1/embeddings" => "embeddings",
         "/v1/models" => "models",
         _ => "other",
     };
@@ -145,11 +151,13 @@ async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
 
 async fn models(State(st): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let ready = st.ready()?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": [{"id": st.options.model_name, "object": "model", "created": ready.created, "owned_by": "ferrite",
-                  "context_length": ready.engine.config().ctx}],
-    })))
+    let mut data = vec![json!({"id": st.options.model_name, "object": "model", "created": ready.created, "owned_by": "ferrite",
+                               "context_length": ready.engine.config().ctx})];
+    if let Some(e) = st.embed.get() {
+        data.push(json!({"id": e.name, "object": "model", "created": ready.created, "owned_by": "ferrite",
+                         "context_length": e.embedder.max_tokens(), "dimensions": e.embedder.dim()}));
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

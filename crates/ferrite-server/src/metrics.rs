@@ -61,6 +61,8 @@ pub struct Metrics {
     pub duration: Histogram,
     batch_sequences: Histogram,
     batch_tokens: Histogram,
+    /// Tokens run through the embedding model.
+    pub embedding_tokens: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -72,6 +74,7 @@ impl Default for Metrics {
             duration: Histogram::new(DURATION),
             batch_sequences: Histogram::new(SEQS),
             batch_tokens: Histogram::new(TOKENS),
+            embedding_tokens: Default::default(),
         }
     }
 }
@@ -102,6 +105,11 @@ impl Metrics {
         self.duration.render(&mut out, "ferrite_request_duration_seconds", "Request arrival to its end.");
         self.batch_sequences.render(&mut out, "ferrite_batch_sequences", "Sequences per engine step.");
         self.batch_tokens.render(&mut out, "ferrite_batch_tokens", "Tokens per engine step.");
+        let _ = writeln!(
+            out,
+            "# HELP ferrite_embedding_tokens_total Tokens run through the embedding model.\n# TYPE ferrite_embedding_tokens_total counter\nferrite_embedding_tokens_total {}",
+            self.embedding_tokens.load(Ordering::Relaxed)
+        );
         if let Some(s) = engine {
             let get = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as u64;
             let get64 = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

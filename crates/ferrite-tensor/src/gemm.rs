@@ -189,8 +189,14 @@ mod tests {
         let (n, hd, width) = (5, 8, 16);
         let (q, kk, v) = (seq(n * width, 4), seq(n * width, 5), seq(n * width, 6));
         let mut s = vec![0.0; n * n];
-        a_bt(View { data: &q[hd..], rows: n, cols: hd, stride: width }, View { data: &kk[hd..], rows: n, cols: hd, stride: width }, &mut s, n, Threads::One)
-            .unwrap();
+        a_bt(
+            View { data: &q[hd..], rows: n, cols: hd, stride: width },
+            View { data: &kk[hd..], rows: n, cols: hd, stride: width },
+            &mut s,
+            n,
+            Threads::One,
+        )
+        .unwrap();
         close(&s, &naive(n, hd, n, |i, c| q[i * width + hd + c], |c, j| kk[j * width + hd + c]));
         let mut out = vec![7.0; n * width];
         a_b(View::dense(&s, n, n), View { data: &v[hd..], rows: n, cols: hd, stride: width }, &mut out[hd..], width, Threads::One).unwrap();

@@ -34,6 +34,11 @@ pub fn main(a: ServeArgs) -> Result<()> {
         let (st, slot) = (state.clone(), engine.clone());
         let loading = tokio::task::spawn_blocking(move || -> Result<()> {
             let lm = super::load(&a.model)?;
+            if let Some(path) = &a.embed_model {
+                let e = super::embed::load_embedder(path)?;
+                let name = path.file_stem().map_or_else(|| "embedding".into(), |s| s.to_string_lossy().into_owned());
+                let _ = st.embed.set(ferrite_server::embeddings::EmbedService::new(e, name));
+            }
             let cfg = lm.model.config();
             let ctx = a.ctx.unwrap_or(cfg.ctx_train.min(DEFAULT_MAX_CTX));
             if ctx > cfg.ctx_train {
