@@ -99,6 +99,9 @@ pub struct EmbedArgs {
     /// Worker threads (default: all available cores).
     #[arg(long, short = 't')]
     threads: Option<usize>,
+    /// Texts per batch (one forward pass each, no padding).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
     /// Texts to embed; without any, one text per line of stdin.
     texts: Vec<String>,
 }

@@ -20,7 +20,7 @@
 use ferrite_gguf::GgufFile;
 use ferrite_tensor::gemm::{self, Threads, View};
 use ferrite_tensor::matmul::{self, QMatrix};
-use ferrite_tensor::{DType, ops};
+use ferrite_tensor::{DType, ops, vmath};
 use rayon::prelude::*;
 
 use crate::ModelError;
@@ -356,7 +356,7 @@ impl Bert {
             ops::layer_norm(&mut x, &layer.attn_norm.w, &layer.attn_norm.b, cfg.norm_eps);
 
             let mut h = layer.up.forward(&x, n)?; // (n, ffn)
-            h.par_chunks_mut(cfg.ffn_dim).for_each(|row| row.iter_mut().for_each(|v| *v = ops::gelu_erf(*v)));
+            h.par_chunks_mut(cfg.ffn_dim * 16).for_each(vmath::gelu_erf);
             let d = layer.down.forward(&h, n)?;
             ops::add_assign(&mut x, &d);
             ops::layer_norm(&mut x, &layer.ffn_norm.w, &layer.ffn_norm.b, cfg.norm_eps);
@@ -386,10 +386,7 @@ impl Bert {
                 let view = |part: usize| View { data: &qkv[start * 3 * dim + part * dim + h * hd..], rows: n, cols: hd, stride: 3 * dim };
                 let mut scores = vec![0.0; n * n];
                 gemm::a_bt(view(0), view(1), &mut scores, n, Threads::One)?;
-                for row in scores.chunks_exact_mut(n) {
-                    row.iter_mut().for_each(|v| *v *= scale);
-                    ops::softmax(row);
-                }
+                scores.chunks_exact_mut(n).for_each(|row| vmath::softmax_scaled(row, scale));
                 let mut out = vec![0.0; n * hd];
                 gemm::a_b(View::dense(&scores, n, n), view(2), &mut out, hd, Threads::One)?;
                 Ok((s, h, out))

@@ -9,6 +9,7 @@
 //!   supported format, borrowed from shared storage) and [`matmul()`].
 //! - [`gemm`](mod@gemm): dense f32 products (x·Wᵀ, per-head attention) through the `gemm` crate, for
 //!   unquantized weights such as an encoder's.
+//! - [`vmath`]: vectorized row math for the encoder (e^x, erf GELU, scaled softmax), with scalar twins.
 //! - [`TensorError`]: what the fallible functions return.
 //!
 //! ```
@@ -34,6 +35,7 @@ pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod quant;
+pub mod vmath;
 #[cfg(test)]
 mod testutil;
 

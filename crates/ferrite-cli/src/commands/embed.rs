@@ -7,9 +7,6 @@ use ferrite_engine::Embedder;
 
 use crate::EmbedArgs;
 
-/// Texts per forward group when reading stdin (bounds memory and paces the progress bar).
-const GROUP: usize = 256;
-
 pub fn main(a: EmbedArgs) -> Result<()> {
     super::init_threads(a.threads)?;
     let embedder = load_embedder(&a.model)?;
@@ -22,9 +19,12 @@ pub fn main(a: EmbedArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     out.write_all(b"[")?;
     let (mut tokens, mut truncated) = (0, 0);
-    for (g, group) in texts.chunks(GROUP).enumerate() {
+    let (t0, mut busy) = (std::time::Instant::now(), std::time::Duration::ZERO);
+    for (g, group) in texts.chunks(a.batch_size.max(1)).enumerate() {
         let refs: Vec<&str> = group.iter().map(String::as_str).collect();
+        let t = std::time::Instant::now();
         let e = embedder.embed(&refs)?;
+        busy += t.elapsed();
         (tokens, truncated) = (tokens + e.tokens, truncated + e.truncated);
         for (i, v) in e.vectors.iter().enumerate() {
             if g + i > 0 {
@@ -40,7 +40,14 @@ pub fn main(a: EmbedArgs) -> Result<()> {
     if truncated > 0 {
         eprintln!("ferrite: {truncated} of {} texts were longer than {} tokens and were truncated", texts.len(), embedder.max_tokens());
     }
-    eprintln!("ferrite: {} texts, {tokens} tokens", texts.len());
+    let secs = busy.as_secs_f64();
+    eprintln!(
+        "ferrite: {} texts, {tokens} tokens embedded in {secs:.3} s ({:.1} texts/s, {:.0} tokens/s; {:.3} s in all)",
+        texts.len(),
+        texts.len() as f64 / secs.max(1e-9),
+        tokens as f64 / secs.max(1e-9),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
