@@ -66,6 +66,23 @@ fn softmax_rows(x: &mut [f32], scale: f32) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// Σ a·b in 16 f32 lanes, then the lanes added in order: the same bits in every compiled copy.
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ar.iter().zip(br).enumerate() {
+        lanes[i] += x * y;
+    }
+    lanes.iter().sum()
+}
+
 /// Which compiled copy runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Level {
@@ -132,6 +149,30 @@ dispatch!(
     softmax_scaled, softmax_rows, (x: &mut [f32], scale: f32)
 );
 
+/// Σ a[i]·b[i] over the shorter length (vector similarity for nearest-neighbour search).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(a: &[f32], b: &[f32]) -> f32 {
+            dot_body(a, b)
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(a: &[f32], b: &[f32]) -> f32 {
+            dot_body(a, b)
+        }
+        match level() {
+            // SAFETY: the level was chosen from the CPU's detected features.
+            Level::Avx512 => return unsafe { avx512(a, b) },
+            Level::Avx2 => return unsafe { avx2(a, b) },
+            Level::Plain => {}
+        }
+    }
+    dot_body(a, b)
+}
+
 /// The plain (scalar) versions, for tests that compare them with the dispatched ones.
 #[doc(hidden)]
 pub mod scalar {
@@ -143,6 +184,9 @@ pub mod scalar {
     }
     pub fn softmax_scaled(x: &mut [f32], scale: f32) {
         super::softmax_rows(x, scale)
+    }
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_body(a, b)
     }
 }
 
@@ -186,6 +230,17 @@ mod tests {
         for (&xi, &y) in x.iter().zip(&fast) {
             let want = crate::ops::gelu_erf(xi); // libm's erff
             assert!((y - want).abs() <= 2e-7 * (1.0 + xi.abs()), "gelu({xi}) = {y}, want {want}");
+        }
+    }
+
+    #[test]
+    fn dot_simd_equals_scalar_and_f64() {
+        for n in [0usize, 1, 15, 16, 17, 384, 1000] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 57.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 104729 % 97) as f32 - 48.0) / 49.0).collect();
+            assert_eq!(dot(&a, &b).to_bits(), scalar::dot(&a, &b).to_bits());
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "n={n}");
         }
     }
 
