@@ -34,6 +34,61 @@ enum Command {
     Serve(ServeArgs),
     /// Print sentence embeddings of TEXTs (or of each line of stdin) as a JSON array of vectors.
     Embed(EmbedArgs),
+    /// Retrieval over your own documents: ingest, query, ask, eval, tune (see docs/rag.md).
+    Rag(RagArgs),
+}
+
+#[derive(Args)]
+pub struct RagArgs {
+    /// Worker threads (default: all available cores).
+    #[arg(long, short = 't', global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: RagCommand,
+}
+
+#[derive(Subcommand)]
+pub enum RagCommand {
+    /// Add, update and remove documents: files and folders of text, Markdown, reST, HTML and PDF.
+    Ingest {
+        /// The collection's directory (created on first ingest).
+        #[arg(long)]
+        collection: PathBuf,
+        /// Embedding model (sentence-transformers folder or BERT GGUF); recorded at creation.
+        #[arg(long)]
+        embed_model: Option<PathBuf>,
+        /// Most tokens per chunk, heading context included (new collections).
+        #[arg(long, default_value_t = 200)]
+        chunk_tokens: usize,
+        /// Tokens carried from one chunk into the next (new collections).
+        #[arg(long, default_value_t = 32)]
+        overlap: usize,
+        /// JSON object merged into the metadata of every document ingested.
+        #[arg(long)]
+        metadata: Option<String>,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Retrieve the chunks that best match QUERY.
+    Query {
+        #[arg(long)]
+        collection: PathBuf,
+        /// hybrid, dense or bm25.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        #[arg(short = 'k', long, default_value_t = 10)]
+        k: usize,
+        /// Metadata filter, e.g. '{"format": "rst"}' (see docs/rag.md).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Hybrid fusion: rrf, weighted (the collection's weight) or weighted:W.
+        #[arg(long)]
+        fusion: Option<String>,
+        /// Print the hits as a JSON array.
+        #[arg(long)]
+        json: bool,
+        query: String,
+    },
 }
 
 #[derive(Args)]
@@ -241,5 +296,6 @@ fn main() -> Result<()> {
         Command::Bench(a) => commands::bench::main(a),
         Command::Serve(a) => commands::serve::main(a),
         Command::Embed(a) => commands::embed::main(a),
+        Command::Rag(a) => commands::rag::main(a),
     }
 }

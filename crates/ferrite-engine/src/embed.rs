@@ -22,6 +22,8 @@ const BATCH_TOKENS: usize = 8192;
 pub struct Embedder {
     model: Bert,
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for counting.
+    counter: Tokenizer,
     pooling: Pooling,
     normalize: bool,
     /// Tokens per text, specials included; longer texts are truncated (sentence-transformers'
@@ -58,9 +60,9 @@ impl Embedder {
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(tok_err(&tok_path))?;
         let st = SentenceTransformers::read(dir)?;
         let max_tokens = st.max_seq_length.unwrap_or(model.config().max_positions).min(model.config().max_positions);
-        configure(&mut tokenizer, max_tokens).map_err(tok_err(&tok_path))?;
+        let counter = configure(&mut tokenizer, max_tokens).map_err(tok_err(&tok_path))?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Embedder { model, tokenizer, pooling: st.pooling, normalize: st.normalize, max_tokens, name })
+        Ok(Embedder { model, tokenizer, counter, pooling: st.pooling, normalize: st.normalize, max_tokens, name })
     }
 
     fn load_gguf(path: &Path) -> Result<Embedder, EngineError> {
@@ -68,7 +70,7 @@ impl Embedder {
         let model = Bert::from_gguf(&gguf)?;
         let mut tokenizer = wordpiece_from_gguf(&gguf, path)?;
         let max_tokens = model.config().max_positions;
-        configure(&mut tokenizer, max_tokens).map_err(tok_err(path))?;
+        let counter = configure(&mut tokenizer, max_tokens).map_err(tok_err(path))?;
         let pooling = model
             .config()
             .pooling
@@ -77,7 +79,7 @@ impl Embedder {
             .opt_str("general.name")?
             .map(str::to_string)
             .unwrap_or_else(|| path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(Embedder { model, tokenizer, pooling, normalize: true, max_tokens, name })
+        Ok(Embedder { model, tokenizer, counter, pooling, normalize: true, max_tokens, name })
     }
 
     /// The model's name (folder name or `general.name`).
@@ -111,9 +113,7 @@ impl Embedder {
 
     /// How many tokens `text` has without specials and without truncation (what a chunker budgets).
     pub fn count_tokens(&self, text: &str) -> Result<usize, EngineError> {
-        let mut t = self.tokenizer.clone();
-        t.with_truncation(None).map_err(|e| EngineError::Input(format!("tokenizer: {e}")))?;
-        Ok(t.encode(text, false).map_err(|e| EngineError::Input(format!("tokenizer: {e}")))?.len())
+        Ok(self.counter.encode_fast(text, false).map_err(|e| EngineError::Input(format!("tokenizer: {e}")))?.len())
     }
 
     /// Embed `texts`, in order. Texts are tokenized in parallel and encoded in groups of up to
@@ -182,16 +182,18 @@ fn l2_normalize(v: &mut [f32]) {
 }
 
 /// Truncate to `max_tokens` (specials included, longest-first, from the right) and never pad: the
-/// encoder takes sequences of any length side by side.
-fn configure(t: &mut Tokenizer, max_tokens: usize) -> tokenizers::Result<()> {
+/// encoder takes sequences of any length side by side. Returns a copy without truncation, for counting.
+fn configure(t: &mut Tokenizer, max_tokens: usize) -> tokenizers::Result<Tokenizer> {
     t.with_padding(None);
+    let mut counter = t.clone();
+    counter.with_truncation(None)?;
     t.with_truncation(Some(TruncationParams {
         direction: TruncationDirection::Right,
         max_length: max_tokens,
         strategy: TruncationStrategy::LongestFirst,
         stride: 0,
     }))?;
-    Ok(())
+    Ok(counter)
 }
 
 /// What the sentence-transformers files of a folder say (absent files: a plain transformer, which

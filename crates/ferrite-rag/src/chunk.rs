@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use crate::extract::{slice_chars, BlockKind, Extracted};
+use crate::extract::{BlockKind, Extracted, slice_chars};
 
 /// Chunking settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -165,7 +165,13 @@ fn context_of(stack: &[(u8, String)], count: &dyn Fn(&str) -> usize) -> String {
 /// `span` whole if it fits `room` tokens; else its sentences (paragraphs and headings) or lines (code),
 /// with anything still too long cut between words. Sentences stay separate pieces (packing joins them
 /// again), so the overlap between chunks can be a sentence rather than a whole block.
-fn split_to_fit<'a>(span: Range<usize>, kind: BlockKind, room: usize, slice: &dyn Fn(&Range<usize>) -> &'a str, count: &dyn Fn(&str) -> usize) -> Vec<Range<usize>> {
+fn split_to_fit<'a>(
+    span: Range<usize>,
+    kind: BlockKind,
+    room: usize,
+    slice: &dyn Fn(&Range<usize>) -> &'a str,
+    count: &dyn Fn(&str) -> usize,
+) -> Vec<Range<usize>> {
     if count(slice(&span)) <= room {
         return vec![span];
     }
@@ -213,7 +219,12 @@ fn boundaries(s: &str, base: usize, cut: impl Fn(char, char) -> bool) -> Vec<Ran
 /// Cut between words so each part fits `room` tokens (a single word longer than that stands alone: the
 /// final check in [`emit`] then keeps it as one chunk, and the tokenizer's own truncation is the only
 /// thing that can shorten it — counted and reported by the embedder).
-fn split_words<'a>(span: Range<usize>, room: usize, slice: &dyn Fn(&Range<usize>) -> &'a str, count: &dyn Fn(&str) -> usize) -> Vec<Range<usize>> {
+fn split_words<'a>(
+    span: Range<usize>,
+    room: usize,
+    slice: &dyn Fn(&Range<usize>) -> &'a str,
+    count: &dyn Fn(&str) -> usize,
+) -> Vec<Range<usize>> {
     let words = boundaries(slice(&span), span.start, |prev, next| !prev.is_whitespace() && next.is_whitespace());
     let mut out: Vec<Range<usize>> = Vec::new();
     for w in words {
@@ -232,7 +243,7 @@ fn split_words<'a>(span: Range<usize>, room: usize, slice: &dyn Fn(&Range<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::{extract, Format};
+    use crate::extract::{Format, extract};
 
     /// One token per whitespace-separated word: easy to reason about.
     fn words(s: &str) -> usize {
@@ -273,7 +284,8 @@ mod tests {
         let shared = prev_end.iter().rev().take(3).rev().copied().collect::<Vec<_>>();
         assert!(next_start.starts_with(&shared), "{prev_end:?} / {next_start:?}");
         // Every word of the document is in some chunk.
-        let covered: std::collections::HashSet<&str> = c.iter().flat_map(|ch| slice_chars(&doc.text, ch.span.clone()).split_whitespace()).collect();
+        let covered: std::collections::HashSet<&str> =
+            c.iter().flat_map(|ch| slice_chars(&doc.text, ch.span.clone()).split_whitespace()).collect();
         for w in para.split_whitespace() {
             assert!(covered.contains(w), "{w} lost");
         }

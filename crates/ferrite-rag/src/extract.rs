@@ -46,7 +46,9 @@ impl Format {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockKind {
     /// A section title; `level` 1 is the outermost.
-    Heading { level: u8 },
+    Heading {
+        level: u8,
+    },
     Paragraph,
     /// Code or other preformatted text: split by lines only, never inside one.
     Code,
@@ -71,7 +73,8 @@ pub struct Extracted {
 /// Extract `bytes` as `format`.
 pub fn extract(format: Format, bytes: &[u8], path: &Path) -> Result<Extracted, RagError> {
     let utf8 = || {
-        String::from_utf8(bytes.to_vec()).map_err(|e| RagError::Document { path: path.to_path_buf(), problem: format!("not UTF-8 text: {e}") })
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| RagError::Document { path: path.to_path_buf(), problem: format!("not UTF-8 text: {e}") })
     };
     let (text, blocks) = match format {
         Format::Text => {
@@ -97,7 +100,8 @@ pub fn extract(format: Format, bytes: &[u8], path: &Path) -> Result<Extracted, R
             (t, b)
         }
     };
-    let title = blocks.iter().find(|b| matches!(b.kind, BlockKind::Heading { .. })).map(|b| slice_chars(&text, b.span.clone()).trim().to_string());
+    let title =
+        blocks.iter().find(|b| matches!(b.kind, BlockKind::Heading { .. })).map(|b| slice_chars(&text, b.span.clone()).trim().to_string());
     Ok(Extracted { text, blocks, title })
 }
 
@@ -238,7 +242,9 @@ fn rst_blocks(text: &str) -> Vec<Block> {
             }
         }
         let last = text[ls[i - 1].clone()].trim_end();
-        literal_next = kind == BlockKind::Code && literal_next || last.ends_with("::") || first.trim_start().starts_with(".. ") && first.contains("::");
+        literal_next = kind == BlockKind::Code && literal_next
+            || last.ends_with("::")
+            || first.trim_start().starts_with(".. ") && first.contains("::");
         if kind == BlockKind::Code {
             literal_next = last.ends_with("::");
         }
@@ -286,7 +292,8 @@ fn markdown_blocks(text: &str) -> Vec<Block> {
                 }
             }
             Event::Rule | Event::Html(_) if depth == 0 => {
-                blocks.push(Block { kind: BlockKind::Paragraph, span: ci.char_of(range.start)..ci.char_of(trim_end_byte(text, range.end)) });
+                blocks
+                    .push(Block { kind: BlockKind::Paragraph, span: ci.char_of(range.start)..ci.char_of(trim_end_byte(text, range.end)) });
             }
             _ => {}
         }
@@ -373,10 +380,9 @@ fn html_text(html: &str) -> (String, Vec<Block>) {
                     let kind = match name {
                         "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => Some(BlockKind::Heading { level: name[1..].parse().unwrap_or(1) }),
                         "pre" => Some(BlockKind::Code),
-                        "p" | "div" | "li" | "dt" | "dd" | "blockquote" | "table" | "tr" | "section" | "article" | "header" | "footer" | "ul"
-                        | "ol" | "dl" | "figure" | "figcaption" | "main" | "nav" | "aside" | "form" | "fieldset" | "address" | "td" | "th" => {
-                            Some(BlockKind::Paragraph)
-                        }
+                        "p" | "div" | "li" | "dt" | "dd" | "blockquote" | "table" | "tr" | "section" | "article" | "header" | "footer"
+                        | "ul" | "ol" | "dl" | "figure" | "figcaption" | "main" | "nav" | "aside" | "form" | "fieldset" | "address"
+                        | "td" | "th" => Some(BlockKind::Paragraph),
                         "br" => {
                             w.pending_space = true;
                             None

@@ -359,10 +359,17 @@ mod tests {
     /// Queries come from the same clusters (`seed` only changes the noise).
     pub(crate) fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut out = Vec::with_capacity(n * dim);
-        let centers: Vec<f32> = (0..32 * dim).map(|i| (splitmix(0xc0ffee ^ (i as u64) << 1) as f64 / u64::MAX as f64 - 0.5) as f32).collect();
+        let centers: Vec<f32> =
+            (0..32 * dim).map(|i| (splitmix(0xc0ffee ^ (i as u64) << 1) as f64 / u64::MAX as f64 - 0.5) as f32).collect();
         for i in 0..n {
             let c = &centers[(splitmix(seed ^ i as u64) % 32) as usize * dim..][..dim];
-            let v: Vec<f32> = (0..dim).map(|j| c[j] + 0.7 * ((splitmix(seed.wrapping_mul(0x1234_5678).wrapping_add((i * dim + j) as u64)) as f64 / u64::MAX as f64 - 0.5) as f32)).collect();
+            let v: Vec<f32> = (0..dim)
+                .map(|j| {
+                    c[j] + 0.7
+                        * ((splitmix(seed.wrapping_mul(0x1234_5678).wrapping_add((i * dim + j) as u64)) as f64 / u64::MAX as f64 - 0.5)
+                            as f32)
+                })
+                .collect();
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             out.extend(v.iter().map(|x| x / norm));
         }
@@ -370,7 +377,8 @@ mod tests {
     }
 
     fn exact(vectors: &[f32], dim: usize, q: &[f32], k: usize, allow: impl Fn(u32) -> bool) -> Vec<u32> {
-        let mut s: Vec<(f32, u32)> = vectors.chunks(dim).enumerate().filter(|(i, _)| allow(*i as u32)).map(|(i, v)| (vmath::dot(q, v), i as u32)).collect();
+        let mut s: Vec<(f32, u32)> =
+            vectors.chunks(dim).enumerate().filter(|(i, _)| allow(*i as u32)).map(|(i, v)| (vmath::dot(q, v), i as u32)).collect();
         s.sort_by(|a, b| b.0.total_cmp(&a.0));
         s.into_iter().take(k).map(|x| x.1).collect()
     }

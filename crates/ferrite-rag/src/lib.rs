@@ -3,10 +3,21 @@
 //! - [`extract`]: documents (text, Markdown, reStructuredText, HTML, PDF) to text and structural blocks.
 //! - [`chunk`]: blocks packed into chunks within the embedding model's token budget, with overlap.
 //! - [`hnsw`]: the approximate nearest-neighbour graph the dense index searches.
+//! - [`lexical`]: BM25 (tantivy) over the same chunks.
+//! - [`collection`]: a collection directory, crash-safe incremental ingestion.
+//! - [`filter`]: metadata filters; [`search`]: dense, BM25 and hybrid retrieval with filters inside.
 
 pub mod chunk;
+pub mod collection;
 pub mod extract;
+pub mod filter;
 pub mod hnsw;
+pub mod lexical;
+pub mod search;
+
+pub use collection::{Collection, IngestOptions, IngestReport, Progress, Quiet, ingest};
+pub use filter::Filter;
+pub use search::{Fusion, Hit, Mode, Query};
 
 use std::path::PathBuf;
 

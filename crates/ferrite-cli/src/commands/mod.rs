@@ -4,6 +4,7 @@ pub mod bench;
 pub mod embed;
 pub mod info;
 pub mod perplexity;
+pub mod rag;
 pub mod run;
 pub mod serve;
 pub mod tokens;

@@ -1,0 +1,129 @@
+//! `ferrite rag`: collections of the user's documents — ingest, query, ask, eval, tune.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ferrite_engine::Embedder;
+use ferrite_rag::chunk::ChunkParams;
+use ferrite_rag::{Collection, Filter, Fusion, IngestOptions, Progress, Query};
+
+use crate::{RagArgs, RagCommand};
+
+/// indicatif behind the library's progress trait.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Progress for Bar {
+    fn start(&mut self, what: &str, total: u64) {
+        let pb = crate::progress::steps("", total);
+        pb.set_message(what.to_string());
+        self.0 = Some(pb);
+    }
+    fn advance(&mut self, n: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(n);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(pb) = self.0.take() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+pub fn main(a: RagArgs) -> Result<()> {
+    super::init_threads(a.threads)?;
+    match a.command {
+        RagCommand::Ingest { collection, embed_model, chunk_tokens, overlap, metadata, paths } => {
+            let model = match embed_model {
+                Some(m) => m,
+                None if Collection::exists(&collection) => PathBuf::from(Collection::read_config(&collection)?.embed_model),
+                None => bail!("a new collection needs --embed-model PATH (it is recorded in the collection)"),
+            };
+            let embedder = super::embed::load_embedder(&model)?;
+            let metadata = metadata.map(|m| serde_json::from_str::<serde_json::Value>(&m)).transpose().context("--metadata is not JSON")?;
+            if metadata.as_ref().is_some_and(|m| !m.is_object()) {
+                bail!("--metadata must be a JSON object");
+            }
+            let t = std::time::Instant::now();
+            let opts = IngestOptions {
+                paths: &paths,
+                embed_model: &model,
+                embedder: &embedder,
+                chunking: ChunkParams { max_tokens: chunk_tokens, overlap },
+                metadata,
+            };
+            let r = ferrite_rag::ingest(&collection, &opts, &mut Bar(None))
+                .with_context(|| format!("ingesting into {}", collection.display()))?;
+            for (path, why) in &r.failed {
+                eprintln!("ferrite: skipped {path}: {why}");
+            }
+            eprintln!(
+                "ferrite: {} added, {} updated, {} removed, {} unchanged, {} failed; {} chunks embedded, {} in the collection ({}) in {:.1} s",
+                r.added,
+                r.updated,
+                r.removed,
+                r.unchanged,
+                r.failed.len(),
+                r.chunks_embedded,
+                r.chunks_total,
+                r.generation,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        RagCommand::Query { collection, mode, k, filter, fusion, json, query } => {
+            let (c, embedder) = open(&collection)?;
+            let filter = filter
+                .map(|f| -> Result<Filter> { Ok(Filter::parse(&serde_json::from_str(&f).context("--filter is not JSON")?)?) })
+                .transpose()?;
+            let fusion = fusion.as_deref().map(|f| parse_fusion(f, &c)).transpose()?;
+            let t = std::time::Instant::now();
+            let hits = c.search(&embedder, &Query { text: &query, k, mode: mode.parse()?, filter: filter.as_ref(), fusion })?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hits)?);
+            } else {
+                for (i, h) in hits.iter().enumerate() {
+                    let snippet: String = h.text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
+                    println!(
+                        "{:>2}. {:.4}  {} [{}..{}]{}\n    {snippet}",
+                        i + 1,
+                        h.score,
+                        h.source,
+                        h.start,
+                        h.end,
+                        if h.context.is_empty() { String::new() } else { format!("  ({})", h.context) }
+                    );
+                }
+            }
+            eprintln!("ferrite: {} hits in {ms:.1} ms", hits.len());
+            Ok(())
+        }
+    }
+}
+
+fn parse_fusion(f: &str, c: &Collection) -> Result<Fusion> {
+    Ok(match f {
+        "rrf" => Fusion::Rrf,
+        "weighted" => Fusion::Weighted(c.config.dense_weight),
+        w => match w.strip_prefix("weighted:").and_then(|x| x.parse::<f32>().ok()) {
+            Some(x) if (0.0..=1.0).contains(&x) => Fusion::Weighted(x),
+            _ => bail!("--fusion {f:?}: rrf, weighted, or weighted:W with W in [0, 1]"),
+        },
+    })
+}
+
+/// Open a collection and the embedding model recorded in it (checked to be the same model).
+pub fn open(dir: &Path) -> Result<(Collection, Embedder)> {
+    let c = Collection::open(dir).with_context(|| format!("opening the collection {}", dir.display()))?;
+    let model = PathBuf::from(&c.config.embed_model);
+    let e = Embedder::load(&model).with_context(|| format!("loading the collection's embedding model {}", model.display()))?;
+    let fp = ferrite_rag::collection::fingerprint(&model, &e)?;
+    if fp != c.config.fingerprint {
+        bail!(
+            "{} is no longer the embedding model this collection was built with (its fingerprint changed); re-create the collection",
+            model.display()
+        );
+    }
+    Ok((c, e))
+}
