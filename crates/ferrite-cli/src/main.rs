@@ -89,6 +89,34 @@ pub enum RagCommand {
         json: bool,
         query: String,
     },
+    /// Answer QUESTION from the collection with a chat model, citing the sources it used.
+    Ask(AskArgs),
+}
+
+#[derive(Args)]
+pub struct AskArgs {
+    #[arg(long)]
+    collection: PathBuf,
+    /// The chat model (GGUF).
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// Sources retrieved and given to the model.
+    #[arg(short = 'k', long, default_value_t = 5)]
+    k: usize,
+    #[arg(long, default_value = "hybrid")]
+    mode: String,
+    #[arg(long)]
+    filter: Option<String>,
+    /// Most tokens of the answer.
+    #[arg(long, default_value_t = 384)]
+    max_tokens: usize,
+    /// Context size (default: the model's, at most 8192).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Print the answer, citations, flagged citations and sources as JSON.
+    #[arg(long)]
+    json: bool,
+    question: String,
 }
 
 #[derive(Args)]

@@ -5,8 +5,10 @@
 //! - [`hnsw`]: the approximate nearest-neighbour graph the dense index searches.
 //! - [`lexical`]: BM25 (tantivy) over the same chunks.
 //! - [`collection`]: a collection directory, crash-safe incremental ingestion.
+//! - [`answer`]: prompts that quote sources as data, and citation checking.
 //! - [`filter`]: metadata filters; [`search`]: dense, BM25 and hybrid retrieval with filters inside.
 
+pub mod answer;
 pub mod chunk;
 pub mod collection;
 pub mod extract;

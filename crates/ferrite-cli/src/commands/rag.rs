@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ferrite_engine::Embedder;
+use ferrite_engine::sampling::SamplingParams;
+use ferrite_engine::{GenerateRequest, generate};
 use ferrite_rag::chunk::ChunkParams;
-use ferrite_rag::{Collection, Filter, Fusion, IngestOptions, Progress, Query};
+use ferrite_rag::{Collection, Filter, Fusion, IngestOptions, Progress, Query, answer};
 
-use crate::{RagArgs, RagCommand};
+use crate::{AskArgs, RagArgs, RagCommand};
 
 /// indicatif behind the library's progress trait.
 struct Bar(Option<indicatif::ProgressBar>);
@@ -99,7 +101,69 @@ pub fn main(a: RagArgs) -> Result<()> {
             eprintln!("ferrite: {} hits in {ms:.1} ms", hits.len());
             Ok(())
         }
+        RagCommand::Ask(a) => ask(a),
     }
+}
+
+/// `rag ask`: retrieve, prompt with numbered sources, generate (streamed to stderr unless --json), and
+/// print the answer with its checked citations.
+fn ask(a: AskArgs) -> Result<()> {
+    let (c, embedder) = open(&a.collection)?;
+    let filter = a
+        .filter
+        .as_deref()
+        .map(|f| -> Result<Filter> { Ok(Filter::parse(&serde_json::from_str(f).context("--filter is not JSON")?)?) })
+        .transpose()?;
+    let hits = c.search(&embedder, &Query { text: &a.question, k: a.k, mode: a.mode.parse()?, filter: filter.as_ref(), fusion: None })?;
+    if hits.is_empty() {
+        bail!("nothing in the collection matches the question (and filter)");
+    }
+    let lm = ferrite_engine::LoadedModel::open(&a.model, &mut |_, _| {}).with_context(|| format!("loading {}", a.model.display()))?;
+    let ctx = a.ctx.unwrap_or(lm.model.config().ctx_train.min(8192));
+    if a.max_tokens >= ctx {
+        bail!("--max-tokens {} leaves no room for the sources in a context of {ctx}", a.max_tokens);
+    }
+    let template = lm.template()?;
+    let (prompt, sources, dropped) =
+        answer::fit(template.as_ref(), &a.question, hits, ctx - a.max_tokens, &|p| lm.tokenize_prompt(p).len())?;
+    if dropped > 0 {
+        eprintln!("ferrite: {dropped} retrieved sources left out: the prompt would not fit the context of {ctx} tokens");
+    }
+    let tokens = lm.tokenize_prompt(&prompt);
+    let prompt_tokens = tokens.len();
+    let mut cache = lm.model.new_cache(ctx);
+    let req = GenerateRequest { prompt: tokens, max_tokens: a.max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
+    let mut text = String::new();
+    let live = !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    generate(&lm, &mut cache, &mut Vec::new(), &req, &mut |piece| {
+        text.push_str(piece);
+        if live {
+            eprint!("{piece}");
+        }
+    })?;
+    if live {
+        eprintln!();
+    }
+    let ans = answer::Answer::new(text.trim().to_string(), sources, dropped, prompt_tokens);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&ans)?);
+        return Ok(());
+    }
+    println!(
+        "{}
+",
+        ans.answer
+    );
+    for cit in &ans.citations {
+        println!("[{}] {} [{}..{}]", cit.n, cit.source, cit.start, cit.end);
+    }
+    for f in &ans.flagged {
+        println!("warning: {}", f.reason);
+    }
+    if ans.citations.is_empty() {
+        println!("warning: the answer cites no source");
+    }
+    Ok(())
 }
 
 fn parse_fusion(f: &str, c: &Collection) -> Result<Fusion> {
