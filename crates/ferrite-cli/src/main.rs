@@ -91,6 +91,23 @@ pub enum RagCommand {
     },
     /// Answer QUESTION from the collection with a chat model, citing the sources it used.
     Ask(AskArgs),
+    /// nDCG@10, recall@10 and MRR@10 of dense, BM25 and hybrid retrieval on judged queries.
+    Eval {
+        #[arg(long)]
+        collection: PathBuf,
+        /// JSON lines: {"query": "...", "relevant": ["path/suffix", ...]}.
+        #[arg(long)]
+        qrels: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pick the hybrid fusion (RRF or a dense weight) that scores best on judged queries, and keep it.
+    Tune {
+        #[arg(long)]
+        collection: PathBuf,
+        #[arg(long)]
+        qrels: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -304,6 +321,10 @@ pub struct ServeArgs {
     /// An embedding model (sentence-transformers folder or BERT GGUF) for /v1/embeddings.
     #[arg(long)]
     embed_model: Option<PathBuf>,
+    /// A collection (`ferrite rag ingest`) for POST /v1/rag/ask; its embedding model also serves
+    /// /v1/embeddings.
+    #[arg(long)]
+    collection: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::store::{LexicalStore, LocalVectors, VectorStore};
 use crate::RagError;
 use crate::chunk::{ChunkParams, chunk};
 use crate::extract::{Format, extract};
@@ -87,10 +88,10 @@ pub struct Collection {
     pub generation: String,
     pub docs: Vec<DocRecord>,
     pub chunks: Vec<ChunkRecord>,
-    /// (chunks, dim), unit vectors.
-    pub vectors: Vec<f32>,
-    pub hnsw: Option<Hnsw>,
-    pub bm25: Bm25,
+    /// The chunks' unit vectors (local: [`LocalVectors`]).
+    pub dense: Box<dyn VectorStore>,
+    /// BM25 over the chunks' text (local: [`Bm25`]).
+    pub lexical: Box<dyn LexicalStore>,
 }
 
 /// What an ingest did.
@@ -221,8 +222,9 @@ impl Collection {
         } else {
             None
         };
-        let bm25 = Bm25::open(&g.join("bm25"))?;
-        Ok(Collection { dir: dir.to_path_buf(), config, generation, docs, chunks, vectors, hnsw, bm25 })
+        let lexical = Box::new(Bm25::open(&g.join("bm25"))?);
+        let dense = Box::new(LocalVectors { dim: config.dim, data: vectors, hnsw });
+        Ok(Collection { dir: dir.to_path_buf(), config, generation, docs, chunks, dense, lexical })
     }
 
     pub fn dim(&self) -> usize {
@@ -230,8 +232,8 @@ impl Collection {
     }
 
     /// A chunk's vector.
-    pub fn vector(&self, chunk: usize) -> &[f32] {
-        &self.vectors[chunk * self.config.dim..][..self.config.dim]
+    pub fn vector(&self, chunk: usize) -> Vec<f32> {
+        self.dense.vector(chunk as u32)
     }
 
     /// The fields a filter sees for `chunk`: its document's metadata, plus `source`, `format` and `title`.
@@ -508,7 +510,7 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
                 let o = old.as_ref().expect("kept documents come from the old generation");
                 for (ci, c) in o.chunks.iter().enumerate().filter(|(_, c)| c.doc as usize == *oi) {
                     chunks.push(ChunkRecord { doc: d as u32, ..c.clone() });
-                    vectors.extend_from_slice(o.vector(ci));
+                    vectors.extend_from_slice(&o.vector(ci));
                 }
             }
             Source::Fresh(cs) => {

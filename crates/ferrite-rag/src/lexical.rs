@@ -162,3 +162,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+impl crate::store::LexicalStore for Bm25 {
+    fn search(&self, query: &str, k: usize, allowed: Option<Arc<Vec<bool>>>) -> Result<Vec<(u64, f32)>, RagError> {
+        Bm25::search(self, query, k, allowed)
+    }
+}

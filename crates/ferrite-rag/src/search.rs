@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ferrite_engine::Embedder;
-use ferrite_tensor::vmath;
 use serde::Serialize;
 
 use crate::RagError;
@@ -76,8 +75,6 @@ pub struct Query<'a> {
     pub fusion: Option<Fusion>,
 }
 
-/// A filter selecting at most this share of the chunks is searched exactly rather than through HNSW.
-const EXACT_SHARE: f64 = 0.05;
 const RRF_K: f32 = 60.0;
 
 impl Collection {
@@ -102,12 +99,12 @@ impl Collection {
         let mut depth = (4 * q.k).max(50).min(n);
         loop {
             let dense = match &qvec {
-                Some(v) => self.dense(v, depth, allowed.as_deref(), n_allowed),
+                Some(v) => self.dense.search(v, depth, allowed.as_deref().map(|a| &a[..]), n_allowed),
                 None => Vec::new(),
             };
             let lexical = match q.mode {
                 Mode::Dense => Vec::new(),
-                _ => self.bm25.search(q.text, depth, allowed.clone())?,
+                _ => self.lexical.search(q.text, depth, allowed.clone())?,
             };
             let fused = fuse(q.mode, fusion, &dense, &lexical);
             let mut seen = HashSet::new();
@@ -141,31 +138,6 @@ impl Collection {
             }
             depth = (depth * 4).min(n);
         }
-    }
-
-    /// The `k` allowed chunks most similar to `q`, best first.
-    fn dense(&self, q: &[f32], k: usize, allowed: Option<&Vec<bool>>, n_allowed: usize) -> Vec<(u32, f32)> {
-        let n = self.chunks.len();
-        let want = k.min(n_allowed);
-        if let Some(h) = &self.hnsw
-            && (n_allowed as f64) > EXACT_SHARE * n as f64
-        {
-            let allow = allowed.map(|a| move |i: u32| a[i as usize]);
-            let found = h.search(&self.vectors, q, k, k.max(64), allow.as_ref().map(|f| f as &dyn Fn(u32) -> bool));
-            if found.len() >= want {
-                return found;
-            }
-        }
-        let mut scored: Vec<(u32, f32)> =
-            (0..n).filter(|&i| allowed.is_none_or(|a| a[i])).map(|i| (i as u32, vmath::dot(q, self.vector(i)))).collect();
-        let k = k.min(scored.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(k);
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored
     }
 }
 

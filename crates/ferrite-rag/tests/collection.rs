@@ -101,7 +101,7 @@ fn incremental_ingest_skips_unchanged_replaces_changed_removes_deleted() {
     write_corpus(&root);
     ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).unwrap();
     let before = Collection::open(&col).unwrap();
-    let walk_vec: Vec<f32> = before.vector(before.chunks.iter().position(|c| c.text.contains("os.walk")).unwrap()).to_vec();
+    let walk_vec: Vec<f32> = before.vector(before.chunks.iter().position(|c| c.text.contains("os.walk")).unwrap());
 
     fs::write(root.join("cooking.txt"), "Bake the bread at 220 degrees for thirty minutes.\n").unwrap();
     fs::remove_file(root.join("page.html")).unwrap();
@@ -113,7 +113,7 @@ fn incremental_ingest_skips_unchanged_replaces_changed_removes_deleted() {
     assert!(after.chunks.iter().all(|c| !c.text.contains("pasta") && !c.text.contains("socket")));
     assert!(after.chunks.iter().any(|c| c.text.contains("Bake the bread")));
     let i = after.chunks.iter().position(|c| c.text.contains("os.walk")).unwrap();
-    assert_eq!(after.vector(i), &walk_vec[..], "an unchanged document keeps its vectors");
+    assert_eq!(after.vector(i), walk_vec, "an unchanged document keeps its vectors");
     // Only the live generation remains on disk.
     let gens: Vec<String> = fs::read_dir(&col).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("gen-")).collect();
     assert_eq!(gens, [after.generation.clone()]);

@@ -35,8 +35,8 @@ pub struct EmbedService {
 }
 
 impl EmbedService {
-    pub fn new(embedder: Embedder, name: String) -> EmbedService {
-        EmbedService { embedder: Arc::new(embedder), name, gate: tokio::sync::Semaphore::new(1), waiting: AtomicUsize::new(0) }
+    pub fn new(embedder: Arc<Embedder>, name: String) -> EmbedService {
+        EmbedService { embedder, name, gate: tokio::sync::Semaphore::new(1), waiting: AtomicUsize::new(0) }
     }
 }
 

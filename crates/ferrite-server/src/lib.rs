@@ -5,6 +5,7 @@
 //!   `/metrics`, `/`), bearer-token auth and request counting on `/v1`, an 8 MiB body limit, OpenAI-shaped
 //!   errors for everything including unknown paths.
 //! - [`embeddings`]: `/v1/embeddings` over an optional embedding model (`--embed-model`).
+//! - [`rag`]: `/v1/rag/ask`, grounded answers from a collection (`--collection`).
 //! - [`completion`]: one request from body to answer: prompt, limits, submission to the engine, and the
 //!   answer as one JSON object or as a stream of server-sent events.
 //! - [`openai`]: request bodies and their checks; [`error`]: errors in OpenAI's format; [`metrics`]:
@@ -18,6 +19,7 @@ pub mod embeddings;
 pub mod error;
 pub mod metrics;
 pub mod openai;
+pub mod rag;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -65,11 +67,13 @@ pub struct AppState {
     pub ready: OnceLock<Ready>,
     /// The embedding model, when the server has one; set before `ready`.
     pub embed: OnceLock<embeddings::EmbedService>,
+    /// The collection `/v1/rag/ask` answers from; set before `ready`.
+    pub rag: OnceLock<rag::RagService>,
 }
 
 impl AppState {
     pub fn new(options: ServerOptions, metrics: Arc<Metrics>) -> Arc<AppState> {
-        Arc::new(AppState { options, metrics, ready: OnceLock::new(), embed: OnceLock::new() })
+        Arc::new(AppState { options, metrics, ready: OnceLock::new(), embed: OnceLock::new(), rag: OnceLock::new() })
     }
 
     fn ready(&self) -> Result<&Ready, ApiError> {
@@ -83,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(completion::chat))
         .route("/v1/completions", post(completion::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/rag/ask", post(rag::ask))
         .route("/v1/models", get(models))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .route_layer(middleware::from_fn_with_state(state.clone(), count));
@@ -141,6 +146,7 @@ async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         "/v1/chat/completions" => "chat_completions",
         "/v1/completions" => "completions",
         "/v1/embeddings" => "embeddings",
+        "/v1/rag/ask" => "rag_ask",
         "/v1/models" => "models",
         _ => "other",
     };

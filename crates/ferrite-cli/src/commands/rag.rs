@@ -7,7 +7,7 @@ use ferrite_engine::Embedder;
 use ferrite_engine::sampling::SamplingParams;
 use ferrite_engine::{GenerateRequest, generate};
 use ferrite_rag::chunk::ChunkParams;
-use ferrite_rag::{Collection, Filter, Fusion, IngestOptions, Progress, Query, answer};
+use ferrite_rag::{Collection, Filter, Fusion, IngestOptions, Mode, Progress, Query, answer, eval};
 
 use crate::{AskArgs, RagArgs, RagCommand};
 
@@ -102,6 +102,48 @@ pub fn main(a: RagArgs) -> Result<()> {
             Ok(())
         }
         RagCommand::Ask(a) => ask(a),
+        RagCommand::Eval { collection, qrels, json } => {
+            let (c, embedder) = open(&collection)?;
+            let judged = eval::read_qrels(&qrels)?;
+            let tuned = Fusion::Weighted(c.config.dense_weight);
+            let runs = [("dense", Mode::Dense, None), ("bm25", Mode::Bm25, None), ("hybrid (rrf)", Mode::Hybrid, Some(Fusion::Rrf)), ("hybrid (weighted)", Mode::Hybrid, Some(tuned))];
+            let mut rows = Vec::new();
+            for (name, mode, fusion) in runs {
+                let t = std::time::Instant::now();
+                let s = eval::evaluate(&c, &embedder, &judged, mode, fusion)?;
+                rows.push((name, s, t.elapsed().as_secs_f64() * 1e3 / judged.len() as f64));
+            }
+            if json {
+                let v: Vec<_> = rows.iter().map(|(n, s, ms)| serde_json::json!({"retriever": n, "ndcg@10": s.ndcg_at_10, "recall@10": s.recall_at_10, "mrr@10": s.mrr_at_10, "ms_per_query": ms})).collect();
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"queries": judged.len(), "dense_weight": c.config.dense_weight, "default_fusion": c.config.fusion, "results": v}))?);
+            } else {
+                println!("{} judged queries; weighted fusion uses dense weight {} (default fusion: {})", judged.len(), c.config.dense_weight, c.config.fusion);
+                println!("{:<18} {:>8} {:>10} {:>7} {:>10}", "retriever", "nDCG@10", "recall@10", "MRR@10", "ms/query");
+                for (n, s, ms) in rows {
+                    println!("{n:<18} {:>8.4} {:>10.4} {:>7.4} {:>10.1}", s.ndcg_at_10, s.recall_at_10, s.mrr_at_10, ms);
+                }
+            }
+            Ok(())
+        }
+        RagCommand::Tune { collection, qrels } => {
+            let (mut c, embedder) = open(&collection)?;
+            let judged = eval::read_qrels(&qrels)?;
+            let results = eval::tune(&c, &embedder, &judged)?;
+            for (f, s) in &results {
+                println!("{:<16} nDCG@10 {:.4}  recall@10 {:.4}  MRR@10 {:.4}", fusion_name(f), s.ndcg_at_10, s.recall_at_10, s.mrr_at_10);
+            }
+            let (best, s) = results[0];
+            match best {
+                Fusion::Rrf => c.config.fusion = "rrf".into(),
+                Fusion::Weighted(w) => {
+                    c.config.fusion = "weighted".into();
+                    c.config.dense_weight = w;
+                }
+            }
+            c.save_config()?;
+            println!("chose {} (nDCG@10 {:.4} on these {} queries); hybrid queries now use it", fusion_name(&best), s.ndcg_at_10, judged.len());
+            Ok(())
+        }
     }
 }
 
@@ -164,6 +206,13 @@ fn ask(a: AskArgs) -> Result<()> {
         println!("warning: the answer cites no source");
     }
     Ok(())
+}
+
+fn fusion_name(f: &Fusion) -> String {
+    match f {
+        Fusion::Rrf => "rrf".into(),
+        Fusion::Weighted(w) => format!("weighted:{w:.1}"),
+    }
 }
 
 fn parse_fusion(f: &str, c: &Collection) -> Result<Fusion> {

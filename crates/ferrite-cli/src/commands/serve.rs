@@ -34,10 +34,24 @@ pub fn main(a: ServeArgs) -> Result<()> {
         let (st, slot) = (state.clone(), engine.clone());
         let loading = tokio::task::spawn_blocking(move || -> Result<()> {
             let lm = super::load(&a.model)?;
-            if let Some(path) = &a.embed_model {
+            if let Some(dir) = &a.collection {
+                // The collection's own embedding model serves /v1/embeddings too.
+                let (c, e) = super::rag::open(dir)?;
+                if let Some(p) = &a.embed_model {
+                    let other = super::embed::load_embedder(p)?;
+                    if ferrite_rag::collection::fingerprint(p, &other)? != c.config.fingerprint {
+                        bail!("--embed-model {} is not the model the collection {} was built with ({})", p.display(), dir.display(), c.config.embed_model);
+                    }
+                }
+                eprintln!("ferrite: collection {} ({} documents, {} chunks)", dir.display(), c.docs.len(), c.chunks.len());
+                let e = Arc::new(e);
+                let name = c.config.embed_name.clone();
+                let _ = st.embed.set(ferrite_server::embeddings::EmbedService::new(e.clone(), name));
+                let _ = st.rag.set(ferrite_server::rag::RagService { collection: c, embedder: e });
+            } else if let Some(path) = &a.embed_model {
                 let e = super::embed::load_embedder(path)?;
                 let name = path.file_stem().map_or_else(|| "embedding".into(), |s| s.to_string_lossy().into_owned());
-                let _ = st.embed.set(ferrite_server::embeddings::EmbedService::new(e, name));
+                let _ = st.embed.set(ferrite_server::embeddings::EmbedService::new(Arc::new(e), name));
             }
             let cfg = lm.model.config();
             let ctx = a.ctx.unwrap_or(cfg.ctx_train.min(DEFAULT_MAX_CTX));
