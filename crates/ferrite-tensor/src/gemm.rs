@@ -52,11 +52,52 @@ pub fn linear(x: View, w: View, bias: Option<&[f32]>, y: &mut [f32], threads: Th
     {
         return Err(TensorError::Length { what: "bias", unit: "floats", expected: w.rows, got: b.len() });
     }
+    if x.rows <= SMALL_N {
+        return small_linear(x, w, bias, y, threads);
+    }
     // wᵀ as a (k, m) matrix: element (kk, j) = w[j·stride + kk].
     product(x, Side { data: w.data, rows: w.cols, cols: w.rows, row_step: 1, col_step: w.stride }, y, w.rows, threads, "linear")?;
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(w.rows) {
             row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
+        }
+    }
+    Ok(())
+}
+
+/// Up to this many input rows, [`linear`] takes dot products of contiguous rows instead of a packed GEMM
+/// (which spends most of its time packing and synchronizing for a query of a few tokens).
+const SMALL_N: usize = 16;
+
+fn small_linear(x: View, w: View, bias: Option<&[f32]>, y: &mut [f32], threads: Threads) -> Result<(), TensorError> {
+    use rayon::prelude::*;
+    x.check("gemm left operand")?;
+    w.check("gemm right operand")?;
+    let (n, m, k) = (x.rows, w.rows, x.cols);
+    if y.len() < n * m {
+        return Err(TensorError::Length { what: "gemm output", unit: "floats", expected: n * m, got: y.len() });
+    }
+    let out = |j: usize, col: &mut dyn FnMut(usize, f32)| {
+        let wr = &w.data[j * w.stride..][..k];
+        for t in 0..n {
+            col(t, crate::vmath::dot(&x.data[t * x.stride..][..k], wr) + bias.map_or(0.0, |b| b[j]));
+        }
+    };
+    // Columns in parallel: each task owns a block of output columns j and writes y[t·m + j] for all t.
+    let block = 64;
+    let mut cols: Vec<f32> = vec![0.0; n * m];
+    let fill = |(bi, chunk): (usize, &mut [f32])| {
+        for (jj, c) in chunk.chunks_mut(n).enumerate() {
+            out(bi * block + jj, &mut |t, v| c[t] = v);
+        }
+    };
+    match threads {
+        Threads::One => cols.chunks_mut(block * n).enumerate().for_each(fill),
+        Threads::Pool => cols.par_chunks_mut(block * n).enumerate().for_each(fill),
+    }
+    for j in 0..m {
+        for t in 0..n {
+            y[t * m + j] = cols[j * n + t];
         }
     }
     Ok(())
@@ -172,7 +213,12 @@ mod tests {
 
     #[test]
     fn linear_matches_naive_with_bias_and_threads() {
-        let (n, k, m) = (37, 70, 29);
+        for (n, k, m) in [(37, 70, 29), (3, 70, 130), (1, 5, 2), (16, 33, 65)] {
+            linear_case(n, k, m);
+        }
+    }
+
+    fn linear_case(n: usize, k: usize, m: usize) {
         let (x, w, b) = (seq(n * k, 1), seq(m * k, 2), seq(m, 3));
         let mut want = naive(n, k, m, |i, kk| x[i * k + kk], |kk, j| w[j * k + kk]);
         want.chunks_exact_mut(m).for_each(|r| r.iter_mut().zip(&b).for_each(|(v, bb)| *v += bb));
