@@ -101,6 +101,22 @@ pub enum RagCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: recall@10 and queries/s of the HNSW index on raw f32 vectors (first --holdout are queries).
+    #[command(hide = true)]
+    AnnBench {
+        #[arg(long)]
+        vectors: PathBuf,
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        holdout: usize,
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+        #[arg(long, value_delimiter = ',', default_value = "10,20,40,80,160")]
+        ef: Vec<usize>,
+    },
     /// Pick the hybrid fusion (RRF or a dense weight) that scores best on judged queries, and keep it.
     Tune {
         #[arg(long)]

@@ -118,6 +118,7 @@ mod tests {
     fn hit(source: &str, text: &str) -> Hit {
         Hit {
             chunk: 0,
+            doc_id: "0".into(),
             source: source.into(),
             start: 10,
             end: 10 + text.chars().count(),

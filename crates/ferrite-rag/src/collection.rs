@@ -24,12 +24,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::store::{LexicalStore, LocalVectors, VectorStore};
 use crate::RagError;
 use crate::chunk::{ChunkParams, chunk};
 use crate::extract::{Format, extract};
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::lexical::Bm25;
+use crate::store::{LexicalStore, LocalVectors, VectorStore};
 
 /// Below this many chunks the dense index is an exact scan (no graph is built).
 pub const HNSW_MIN_CHUNKS: usize = 5000;
@@ -57,7 +57,10 @@ pub struct CollectionConfig {
 /// A document of the collection.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DocRecord {
-    /// The path as ingested (also the document's id).
+    /// Stable id: the first 16 hex digits of SHA-256 of the source path.
+    #[serde(default)]
+    pub id: String,
+    /// The path as ingested.
     pub source: String,
     pub format: Format,
     /// SHA-256 of the file's bytes.
@@ -193,6 +196,10 @@ impl Collection {
         let docs_path = g.join("docs.json");
         let docs: Vec<DocRecord> = serde_json::from_str(&fs::read_to_string(&docs_path).map_err(io(&docs_path))?)
             .map_err(|e| corrupt(dir, format!("docs.json: {e}")))?;
+        let mut docs = docs;
+        for d in docs.iter_mut().filter(|d| d.id.is_empty()) {
+            d.id = doc_id(&d.source);
+        }
         let chunks_path = g.join("chunks.jsonl");
         let mut chunks = Vec::new();
         for (i, line) in BufReader::new(File::open(&chunks_path).map_err(io(&chunks_path))?).lines().enumerate() {
@@ -241,6 +248,7 @@ impl Collection {
         let d = &self.docs[self.chunks[chunk].doc as usize];
         match path {
             "source" => Some(Value::String(d.source.clone())),
+            "id" => Some(Value::String(d.id.clone())),
             "format" => serde_json::to_value(d.format).ok(),
             "title" => d.title.clone().map(Value::String),
             p => crate::filter::lookup(&d.metadata, p).cloned(),
@@ -442,6 +450,7 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
             })
             .collect();
         new_docs.push(DocRecord {
+            id: doc_id(&f.source),
             source: f.source.clone(),
             format: f.format,
             hash,
@@ -584,6 +593,11 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
     }
     report.generation = name;
     Ok(report)
+}
+
+/// A document's id from its source path.
+pub fn doc_id(source: &str) -> String {
+    hex(&Sha256::digest(source.as_bytes())[..8])
 }
 
 /// `base` (or {}) with the keys of `extra` set on top.

@@ -11,9 +11,9 @@ use std::path::Path;
 use ferrite_engine::Embedder;
 use serde::{Deserialize, Serialize};
 
+use crate::RagError;
 use crate::collection::Collection;
 use crate::search::{Fusion, Mode, Query};
-use crate::RagError;
 
 /// Chunks retrieved per query before reducing to documents.
 const DEPTH: usize = 50;
@@ -50,6 +50,9 @@ pub struct Scores {
     pub ndcg_at_10: f64,
     pub recall_at_10: f64,
     pub mrr_at_10: f64,
+    /// Median and 95th-percentile time of one query (embedding it included), milliseconds.
+    pub p50_ms: f64,
+    pub p95_ms: f64,
 }
 
 /// Metrics of one ranked document list against the relevant set.
@@ -63,6 +66,7 @@ pub fn score(ranked: &[String], relevant: &[String]) -> Scores {
         ndcg_at_10: if ideal > 0.0 { dcg / ideal } else { 0.0 },
         recall_at_10: found as f64 / relevant.len() as f64,
         mrr_at_10: top.iter().position(|r| *r).map_or(0.0, |p| 1.0 / (p + 1) as f64),
+        ..Scores::default()
     }
 }
 
@@ -81,14 +85,26 @@ fn ranked_docs(c: &Collection, e: &Embedder, query: &str, mode: Mode, fusion: Op
 /// Mean scores of `mode` (with `fusion` for hybrid) over `qrels`.
 pub fn evaluate(c: &Collection, e: &Embedder, qrels: &[Judged], mode: Mode, fusion: Option<Fusion>) -> Result<Scores, RagError> {
     let mut sum = Scores::default();
+    let mut ms = Vec::with_capacity(qrels.len());
     for j in qrels {
-        let s = score(&ranked_docs(c, e, &j.query, mode, fusion)?, &j.relevant);
+        let t = std::time::Instant::now();
+        let docs = ranked_docs(c, e, &j.query, mode, fusion)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let s = score(&docs, &j.relevant);
         sum.ndcg_at_10 += s.ndcg_at_10;
         sum.recall_at_10 += s.recall_at_10;
         sum.mrr_at_10 += s.mrr_at_10;
     }
     let n = qrels.len() as f64;
-    Ok(Scores { ndcg_at_10: sum.ndcg_at_10 / n, recall_at_10: sum.recall_at_10 / n, mrr_at_10: sum.mrr_at_10 / n })
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    Ok(Scores {
+        ndcg_at_10: sum.ndcg_at_10 / n,
+        recall_at_10: sum.recall_at_10 / n,
+        mrr_at_10: sum.mrr_at_10 / n,
+        p50_ms: pct(0.5),
+        p95_ms: pct(0.95),
+    })
 }
 
 /// The candidates `tune` tries: RRF, and weighted fusion with the dense weight from 0 to 1 in tenths.

@@ -1,5 +1,5 @@
 //! Metadata filters, a small MongoDB-like language over a chunk's fields (its document's metadata plus
-//! `source`, `format` and `title`), written as JSON:
+//! `id`, `source`, `format` and `title`), written as JSON:
 //!
 //! ```text
 //! {"format": "rst"}                                   equality (any element, when the field is an array)

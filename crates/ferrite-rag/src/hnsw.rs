@@ -275,8 +275,18 @@ impl Hnsw {
         for l in (1..self.links[entry as usize].len()).rev() {
             ep = self.greedy(vectors, q, ep, l);
         }
-        let mut visited = Visited::new(self.links.len());
-        let found = self.search_layer(vectors, q, &[ep], ef.max(k), 0, &mut visited, allow);
+        // The visited marks are reused across queries on this thread (a fresh array per query would
+        // cost a memset of the whole graph each time).
+        thread_local! {
+            static VISITED: std::cell::RefCell<Visited> = std::cell::RefCell::new(Visited::new(0));
+        }
+        let found = VISITED.with(|v| {
+            let mut visited = v.borrow_mut();
+            if visited.mark.len() < self.links.len() {
+                *visited = Visited::new(self.links.len());
+            }
+            self.search_layer(vectors, q, &[ep], ef.max(k), 0, &mut visited, allow)
+        });
         found.into_iter().take(k).map(|s| (s.1, s.0)).collect()
     }
 
@@ -405,7 +415,7 @@ mod tests {
         let v = unit_vectors(n, dim, 2);
         let h = Hnsw::build(&v, dim, HnswParams::default(), &mut |_| {});
         let q = &unit_vectors(1, dim, 7)[..];
-        let allow = |i: u32| i % 3 == 0;
+        let allow = |i: u32| i.is_multiple_of(3);
         let got = h.search(&v, q, 10, 100, Some(&allow));
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|(i, _)| i % 3 == 0));

@@ -131,6 +131,12 @@ impl Bm25 {
     }
 }
 
+impl crate::store::LexicalStore for Bm25 {
+    fn search(&self, query: &str, k: usize, allowed: Option<Arc<Vec<bool>>>) -> Result<Vec<(u64, f32)>, RagError> {
+        Bm25::search(self, query, k, allowed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,11 +166,5 @@ mod tests {
         let again = Bm25::open(&dir).unwrap();
         assert_eq!(again.search("json", 5, None).unwrap()[0].0, 1);
         std::fs::remove_dir_all(&dir).ok();
-    }
-}
-
-impl crate::store::LexicalStore for Bm25 {
-    fn search(&self, query: &str, k: usize, allowed: Option<Arc<Vec<bool>>>) -> Result<Vec<(u64, f32)>, RagError> {
-        Bm25::search(self, query, k, allowed)
     }
 }

@@ -49,6 +49,8 @@ pub enum Fusion {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Hit {
     pub chunk: u32,
+    /// The document's id.
+    pub doc_id: String,
     /// The document's path as ingested.
     pub source: String,
     /// Character offsets of the chunk in the document's text.
@@ -118,6 +120,7 @@ impl Collection {
                 let rank = |list: &[(u32, f32)]| list.iter().position(|x| x.0 == chunk).map(|p| p + 1);
                 hits.push(Hit {
                     chunk,
+                    doc_id: d.id.clone(),
                     source: d.source.clone(),
                     start: c.start,
                     end: c.end,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use ferrite_tensor::vmath;
 
-use crate::hnsw::Hnsw;
 use crate::RagError;
+use crate::hnsw::Hnsw;
 
 /// Nearest-neighbour search over the chunks' unit vectors.
 pub trait VectorStore: Send + Sync {
@@ -52,7 +52,8 @@ impl LocalVectors {
     /// Exact: every allowed vector scored, the best k kept.
     pub fn exact(&self, q: &[f32], k: usize, allowed: Option<&[bool]>) -> Vec<(u32, f32)> {
         let n = self.len();
-        let mut scored: Vec<(u32, f32)> = (0..n).filter(|&i| allowed.is_none_or(|a| a[i])).map(|i| (i as u32, vmath::dot(q, self.row(i)))).collect();
+        let mut scored: Vec<(u32, f32)> =
+            (0..n).filter(|&i| allowed.is_none_or(|a| a[i])).map(|i| (i as u32, vmath::dot(q, self.row(i)))).collect();
         let k = k.min(scored.len());
         if k == 0 {
             return Vec::new();

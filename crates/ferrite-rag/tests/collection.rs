@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ferrite_engine::Embedder;
 use ferrite_rag::chunk::ChunkParams;
-use ferrite_rag::{ingest, Collection, Filter, IngestOptions, Mode, Query, Quiet};
+use ferrite_rag::{Collection, Filter, IngestOptions, Mode, Query, Quiet, ingest};
 use serde_json::json;
 
 fn model() -> Option<(PathBuf, Embedder)> {
@@ -51,7 +51,8 @@ fn write_corpus(root: &Path) {
     fs::create_dir_all(root.join("guide")).unwrap();
     fs::write(root.join("guide/walk.rst"), "Walking trees\n=============\n\nUse os.walk to visit every directory and file below a folder, top down or bottom up.\n\nExample::\n\n    for root, dirs, files in os.walk('.'):\n        print(root)\n").unwrap();
     fs::write(root.join("guide/json.md"), "# JSON\n\nThe json module parses JSON text into Python dictionaries and lists with json.loads.\n\n## Writing\n\njson.dumps turns objects back into a JSON string.\n").unwrap();
-    fs::write(root.join("cooking.txt"), "Boil the pasta in salted water for nine minutes.\n\nDrain it and add the tomato sauce.\n").unwrap();
+    fs::write(root.join("cooking.txt"), "Boil the pasta in salted water for nine minutes.\n\nDrain it and add the tomato sauce.\n")
+        .unwrap();
     fs::write(root.join("page.html"), "<html><head><script>secret_script_text()</script></head><body><h1>Sockets</h1><p>A socket connects two programs over a network.</p></body></html>").unwrap();
     fs::write(root.join("paper.pdf"), pdf("Photosynthesis turns sunlight into chemical energy in plants.")).unwrap();
     fs::write(root.join("image.png"), [0u8, 1, 2]).unwrap();
@@ -70,7 +71,7 @@ fn ingest_every_format_and_retrieve_in_every_mode() {
     let Some((mpath, e)) = model() else { return };
     let (root, col) = (tempdir("corpus1"), tempdir("col1"));
     write_corpus(&root);
-    let r = ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).unwrap();
+    let r = ingest(&col, &opts(std::slice::from_ref(&root), &mpath, &e), &mut Quiet).unwrap();
     assert_eq!((r.added, r.updated, r.removed, r.unchanged, r.failed.len()), (5, 0, 0, 0, 0), "{r:?}");
     let c = Collection::open(&col).unwrap();
     assert_eq!(c.docs.len(), 5);
@@ -99,13 +100,13 @@ fn incremental_ingest_skips_unchanged_replaces_changed_removes_deleted() {
     let Some((mpath, e)) = model() else { return };
     let (root, col) = (tempdir("corpus2"), tempdir("col2"));
     write_corpus(&root);
-    ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).unwrap();
+    ingest(&col, &opts(std::slice::from_ref(&root), &mpath, &e), &mut Quiet).unwrap();
     let before = Collection::open(&col).unwrap();
     let walk_vec: Vec<f32> = before.vector(before.chunks.iter().position(|c| c.text.contains("os.walk")).unwrap());
 
     fs::write(root.join("cooking.txt"), "Bake the bread at 220 degrees for thirty minutes.\n").unwrap();
     fs::remove_file(root.join("page.html")).unwrap();
-    let r = ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).unwrap();
+    let r = ingest(&col, &opts(std::slice::from_ref(&root), &mpath, &e), &mut Quiet).unwrap();
     assert_eq!((r.added, r.updated, r.removed, r.unchanged), (0, 1, 1, 3), "{r:?}");
     assert_eq!(r.chunks_embedded, 1, "only the changed file is embedded again");
     let after = Collection::open(&col).unwrap();
@@ -115,8 +116,13 @@ fn incremental_ingest_skips_unchanged_replaces_changed_removes_deleted() {
     let i = after.chunks.iter().position(|c| c.text.contains("os.walk")).unwrap();
     assert_eq!(after.vector(i), walk_vec, "an unchanged document keeps its vectors");
     // Only the live generation remains on disk.
-    let gens: Vec<String> = fs::read_dir(&col).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("gen-")).collect();
-    assert_eq!(gens, [after.generation.clone()]);
+    let gens: Vec<String> = fs::read_dir(&col)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    assert_eq!(gens, std::slice::from_ref(&after.generation));
     // Ingesting one file does not delete the others (they are outside what was ingested).
     let r = ingest(&col, &opts(&[root.join("cooking.txt")], &mpath, &e), &mut Quiet).unwrap();
     assert_eq!((r.removed, r.unchanged), (0, 1));
@@ -130,7 +136,7 @@ fn an_interrupted_ingest_leaves_the_collection_as_it_was() {
     let Some((mpath, e)) = model() else { return };
     let (root, col) = (tempdir("corpus3"), tempdir("col3"));
     write_corpus(&root);
-    ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).unwrap();
+    ingest(&col, &opts(std::slice::from_ref(&root), &mpath, &e), &mut Quiet).unwrap();
     let live = Collection::open(&col).unwrap();
     // What a crash leaves at each point before the switch: a half-written next generation, a renamed but
     // unreferenced one, a half-written CURRENT.tmp.
@@ -144,7 +150,7 @@ fn an_interrupted_ingest_leaves_the_collection_as_it_was() {
     assert_eq!(reopened.chunks, live.chunks);
     // The next ingest cleans up and proceeds.
     fs::write(root.join("new.txt"), "Quantum tunnelling lets particles cross barriers.\n").unwrap();
-    let r = ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).unwrap();
+    let r = ingest(&col, &opts(std::slice::from_ref(&root), &mpath, &e), &mut Quiet).unwrap();
     assert_eq!(r.added, 1);
     assert!(!next.exists() && !col.join("CURRENT.tmp").exists() && !col.join("gen-000009").exists());
     // A collection built with another embedding model refuses this one.
@@ -152,7 +158,7 @@ fn an_interrupted_ingest_leaves_the_collection_as_it_was() {
     let cfg = fs::read_to_string(&cfg_path).unwrap();
     let fp = Collection::read_config(&col).unwrap().fingerprint;
     fs::write(&cfg_path, cfg.replace(&fp, "0000")).unwrap();
-    let err = ingest(&col, &opts(&[root.clone()], &mpath, &e), &mut Quiet).err().expect("other model").to_string();
+    let err = ingest(&col, &opts(std::slice::from_ref(&root), &mpath, &e), &mut Quiet).expect_err("other model").to_string();
     assert!(err.contains("different model"), "{err}");
     // A corrupt live generation is reported, not half-loaded.
     let c = Collection::open(&col).unwrap();
@@ -171,12 +177,13 @@ fn filters_return_k_hits_and_duplicates_never_shorten_the_list() {
     for i in 0..30 {
         let group = if i % 3 == 0 { "rare" } else { "common" };
         fs::create_dir_all(root.join(group)).unwrap();
-        fs::write(root.join(group).join(format!("d{i}.txt")), format!("Document {i} talks about topic {} and the number {i}.\n", i % 5)).unwrap();
+        fs::write(root.join(group).join(format!("d{i}.txt")), format!("Document {i} talks about topic {} and the number {i}.\n", i % 5))
+            .unwrap();
     }
     for i in 0..3 {
         fs::write(root.join(format!("copy{i}.txt")), "Identical text about gardening tomatoes.\n").unwrap();
     }
-    let r = ingest(&col, &IngestOptions { metadata: Some(json!({"batch": 1})), ..opts(&[root.clone()], &mpath, &e) }, &mut Quiet).unwrap();
+    let r = ingest(&col, &IngestOptions { metadata: Some(json!({"batch": 1})), ..opts(std::slice::from_ref(&root), &mpath, &e) }, &mut Quiet).unwrap();
     assert_eq!(r.added, 33);
     let c = Collection::open(&col).unwrap();
     let rare = Filter::parse(&json!({"source": {"$prefix": root.join("rare").to_string_lossy()}})).unwrap();

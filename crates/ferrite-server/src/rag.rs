@@ -9,16 +9,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use ferrite_engine::sampling::SamplingParams;
 use ferrite_engine::serving::{Event, Request as EngineRequest};
-use ferrite_rag::{answer, Collection, Filter, Query};
+use ferrite_rag::{Collection, Filter, Query, answer};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::error::ApiError;
 use crate::AppState;
+use crate::error::ApiError;
 
 /// The collection a server answers from, and the embedding model it was built with.
 pub struct RagService {
@@ -51,7 +51,12 @@ pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Re
     if !(1..=50).contains(&k) {
         return Err(ApiError::invalid_param("k", "k must be between 1 and 50"));
     }
-    let mode: ferrite_rag::Mode = req.mode.as_deref().unwrap_or("hybrid").parse().map_err(|e: ferrite_rag::RagError| ApiError::invalid_param("mode", e.to_string()))?;
+    let mode: ferrite_rag::Mode = req
+        .mode
+        .as_deref()
+        .unwrap_or("hybrid")
+        .parse()
+        .map_err(|e: ferrite_rag::RagError| ApiError::invalid_param("mode", e.to_string()))?;
     let filter = req.filter.as_ref().map(Filter::parse).transpose().map_err(|e| ApiError::invalid_param("filter", e.to_string()))?;
     let ctx = ready.engine.config().ctx;
     let max_tokens = req.max_tokens.unwrap_or(384);
@@ -68,8 +73,9 @@ pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Re
             .collection
             .search(&rag.embedder, &Query { text: &question, k, mode, filter: filter.as_ref(), fusion: None })
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let (prompt, sources, dropped) = answer::fit(ready.template.as_ref(), &question, hits, ctx - max_tokens, &|p| ready.lm.tokenize_prompt(p).len())
-            .map_err(|e| ApiError { code: Some("context_length_exceeded"), ..ApiError::invalid_param("question", e.to_string()) })?;
+        let (prompt, sources, dropped) =
+            answer::fit(ready.template.as_ref(), &question, hits, ctx - max_tokens, &|p| ready.lm.tokenize_prompt(p).len())
+                .map_err(|e| ApiError { code: Some("context_length_exceeded"), ..ApiError::invalid_param("question", e.to_string()) })?;
         Ok((ready.lm.tokenize_prompt(&prompt), sources, dropped))
     })
     .await
@@ -81,7 +87,8 @@ pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Re
     }
 
     let prompt_tokens = prompt.len();
-    let mut events = ready.engine.submit(EngineRequest { prompt, max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new(), logprobs: None })?;
+    let mut events =
+        ready.engine.submit(EngineRequest { prompt, max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new(), logprobs: None })?;
     let deadline = tokio::time::Instant::from_std(start + st.options.request_timeout);
     let mut text = String::new();
     let (finish, completion_tokens) = loop {
@@ -99,6 +106,7 @@ pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Re
     let a = answer::Answer::new(text.trim().to_string(), sources, dropped, prompt_tokens);
     let mut v = serde_json::to_value(&a).map_err(|e| ApiError::internal(e.to_string()))?;
     v["finish_reason"] = json!(finish);
-    v["usage"] = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    v["usage"] =
+        json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     Ok(Json(v))
 }
