@@ -11,7 +11,8 @@
 3. Retrieval quality and latency: `ferrite rag eval` on eval/python-docs/qrels.jsonl (p50/p95 per query,
    embedding the query included).
 4. ANN: recall@10 vs queries/s of our HNSW (`ferrite rag ann-bench`) and hnswlib on the collection's own
-   vectors (first 1,000 held out as queries), same M and ef_construction, one thread.
+   vectors (first 1,000 held out as queries), same M and ef_construction, one thread; with --hnsw-rs also
+   the hnsw_rs crate (scripts/bench/hnsw-rs, its own cargo workspace).
 """
 import argparse
 import json
@@ -79,6 +80,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--efs", default="10,20,40,80,160")
+    ap.add_argument("--hnsw-rs", action="store_true", help="also build and run scripts/bench/hnsw-rs (the hnsw_rs crate)")
     a = ap.parse_args()
     if not os.path.isdir(DOCS):
         sys.exit(f"{DOCS} missing: apt-get install python3.11-doc")
@@ -125,6 +127,12 @@ def main():
     r = subprocess.run([a.python, "-c", HNSWLIB_SCRIPT, vec, "384", "1000", "16", "200", a.efs], capture_output=True, text=True, check=True)
     theirs = json.loads(r.stdout)
     results["ann"] = {"ferrite": ours, "hnswlib": theirs}
+    if a.hnsw_rs:
+        d = os.path.join(ROOT, "scripts", "bench", "hnsw-rs")
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=d, check=True)
+        r = subprocess.run([os.path.join(d, "target", "release", "hnsw-rs-bench"), vec], capture_output=True, text=True, check=True)
+        results["ann"]["hnsw_rs"] = json.loads(r.stdout.strip().splitlines()[-1])
+        print("hnsw_rs:", results["ann"]["hnsw_rs"])
     print(f"ANN over {ours['index']} vectors: build ferrite {ours['build_s']:.1f} s, hnswlib {theirs['build_s']:.1f} s")
     for o, h in zip(ours["runs"], theirs["runs"]):
         print(f"  ef {o['ef']:>4}: ferrite recall {o['recall@10']:.4f} {o['qps']:>8.0f} q/s | hnswlib recall {h['recall@10']:.4f} {h['qps']:>8.0f} q/s")
