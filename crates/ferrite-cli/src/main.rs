@@ -351,6 +351,15 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Forward passes allocate and free activation buffers of megabytes every layer. glibc serves those
+    // with mmap and gives them back on free, so each layer pays page faults to zero fresh pages; keep them
+    // in the heap instead (up to 256 MiB per buffer), where a freed buffer is reused.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => commands::run::main(a),

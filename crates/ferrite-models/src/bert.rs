@@ -174,6 +174,11 @@ impl Source<'_> {
     }
 }
 
+/// Layer norm of every row, rows in parallel (same result as one pass: rows are independent).
+fn norm_rows(x: &mut [f32], n: &Norm, cfg: &BertConfig) {
+    x.par_chunks_mut(cfg.dim * 64).for_each(|rows| ops::layer_norm(rows, &n.w, &n.b, cfg.norm_eps));
+}
+
 fn dequantize(q: &QMatrix) -> Result<Vec<f32>, ModelError> {
     let mut out = vec![0.0; q.rows() * q.cols()];
     for (r, row) in out.chunks_exact_mut(q.cols()).enumerate() {
@@ -346,20 +351,20 @@ impl Bert {
             let pos = &self.position[p * dim..][..dim];
             row.iter_mut().zip(pos).zip(&self.token_type).for_each(|((v, &a), &b)| *v += a + b);
         }
-        ops::layer_norm(&mut x, &self.embed_norm.w, &self.embed_norm.b, cfg.norm_eps);
+        norm_rows(&mut x, &self.embed_norm, cfg);
 
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x, n)?; // (n, 3·dim)
             let a = self.attention(&qkv, &lens)?; // (n, dim)
             let o = layer.out.forward(&a, n)?;
             ops::add_assign(&mut x, &o);
-            ops::layer_norm(&mut x, &layer.attn_norm.w, &layer.attn_norm.b, cfg.norm_eps);
+            norm_rows(&mut x, &layer.attn_norm, cfg);
 
             let mut h = layer.up.forward(&x, n)?; // (n, ffn)
             h.par_chunks_mut(cfg.ffn_dim * 16).for_each(vmath::gelu_erf);
             let d = layer.down.forward(&h, n)?;
             ops::add_assign(&mut x, &d);
-            ops::layer_norm(&mut x, &layer.ffn_norm.w, &layer.ffn_norm.b, cfg.norm_eps);
+            norm_rows(&mut x, &layer.ffn_norm, cfg);
         }
         Ok(x)
     }
