@@ -65,7 +65,8 @@ impl Job {
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// The request body, or the OpenAI-shaped error for one over the limit (413) or unreadable (400).
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::too_large(BODY_LIMIT) } else { ApiError::invalid(e.body_text()) })
 }
 

@@ -11,14 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use base64::Engine as _;
 use ferrite_engine::Embedder;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::completion::body_bytes;
 use crate::error::ApiError;
+use crate::openai;
 
 /// Texts in one request (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
@@ -80,8 +84,8 @@ fn texts(input: &Value) -> Result<Vec<String>, ApiError> {
     Ok(texts)
 }
 
-pub async fn embeddings(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let req: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+pub async fn embeddings(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let req: EmbeddingsRequest = openai::parse(&body_bytes(body)?)?;
     st.ready()?;
     // Like the completion endpoints, `model` is not matched: the endpoint says which model answers.
     let svc = st

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use ferrite_engine::sampling::SamplingParams;
 use ferrite_engine::serving::{Event, Request as EngineRequest};
 use ferrite_rag::{Collection, Filter, Query, answer};
@@ -18,7 +20,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::completion::body_bytes;
 use crate::error::ApiError;
+use crate::openai;
 
 /// The collection a server answers from, and the embedding model it was built with.
 pub struct RagService {
@@ -39,11 +43,13 @@ struct AskRequest {
     max_tokens: Option<usize>,
 }
 
-pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn ask(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
-    let req: AskRequest = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    let req: AskRequest = openai::parse(&body_bytes(body)?)?;
     let ready = st.ready()?;
-    let rag = st.rag.get().ok_or_else(|| ApiError::invalid("this server has no collection (start it with --collection DIR)"))?;
+    if st.rag.get().is_none() {
+        return Err(ApiError::invalid("this server has no collection (start it with --collection DIR)"));
+    }
     if req.question.trim().is_empty() {
         return Err(ApiError::invalid_param("question", "question must not be empty"));
     }
@@ -65,7 +71,7 @@ pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Re
     }
 
     let st2 = st.clone();
-    let question = req.question.clone();
+    let question = req.question;
     let (prompt, sources, dropped) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let rag = st2.rag.get().expect("checked above");
         let ready = st2.ready()?;
@@ -80,7 +86,6 @@ pub async fn ask(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Re
     })
     .await
     .map_err(|e| ApiError::internal(format!("retrieval task failed: {e}")))??;
-    let _ = rag;
     if sources.is_empty() {
         return Ok(Json(json!({"answer": null, "citations": [], "flagged": [], "sources": [], "dropped_sources": dropped,
                               "message": "nothing in the collection matches the question"})));
