@@ -39,13 +39,17 @@ impl ChunkSpan {
     /// What gets embedded and indexed: the heading context, then the text (unless the text starts with
     /// that heading already).
     pub fn indexed_text(&self, text: &str) -> String {
-        let body = slice_chars(text, self.span.clone());
-        match self.context.rsplit(" > ").next() {
-            Some(last) if !self.context.is_empty() && !body.trim_start().trim_start_matches('#').trim_start().starts_with(last) => {
-                format!("{}\n{body}", self.context)
-            }
-            _ => body.to_string(),
+        indexed_text(&self.context, slice_chars(text, self.span.clone()))
+    }
+}
+
+/// A chunk's `body` as it is embedded and indexed, under its heading `context`.
+pub fn indexed_text(context: &str, body: &str) -> String {
+    match context.rsplit(" > ").next() {
+        Some(last) if !context.is_empty() && !body.trim_start().trim_start_matches('#').trim_start().starts_with(last) => {
+            format!("{context}\n{body}")
         }
+        _ => body.to_string(),
     }
 }
 

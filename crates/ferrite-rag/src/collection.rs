@@ -379,8 +379,8 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
         walk(p, &mut found)?;
     }
     let roots: Vec<String> = opts.paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let old_docs: HashMap<&str, usize> =
-        old.as_ref().map(|c| c.docs.iter().enumerate().map(|(i, d)| (d.source.as_str(), i)).collect()).unwrap_or_default();
+    let old_docs: HashMap<&str, (usize, &DocRecord)> =
+        old.as_ref().map(|c| c.docs.iter().enumerate().map(|(i, d)| (d.source.as_str(), (i, d))).collect()).unwrap_or_default();
 
     // 2. Read, hash, extract and chunk what changed.
     let mut report = IngestReport::default();
@@ -399,41 +399,36 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
         if !seen.insert(f.source.clone()) {
             continue;
         }
-        let bytes = match fs::read(&f.path) {
-            Ok(b) => b,
-            Err(e) => {
-                report.failed.push((f.source.clone(), e.to_string()));
-                if let Some(&i) = old_docs.get(f.source.as_str()) {
-                    new_docs.push(old.as_ref().expect("old").docs[i].clone());
-                    sources.push(Source::Kept(i));
-                }
-                continue;
+        let prev = old_docs.get(f.source.as_str()).copied();
+        // Read and hash; an unchanged file stops there (Ok(None)), a changed or new one is extracted.
+        let outcome = fs::read(&f.path).map_err(|e| e.to_string()).and_then(|bytes| {
+            let hash = hex(&Sha256::digest(&bytes));
+            if prev.is_some_and(|(_, o)| o.hash == hash) {
+                return Ok(None);
             }
-        };
-        let hash = hex(&Sha256::digest(&bytes));
-        let metadata =
-            merged(old_docs.get(f.source.as_str()).map(|&i| &old.as_ref().expect("old").docs[i].metadata), opts.metadata.as_ref());
-        if let Some(&i) = old_docs.get(f.source.as_str()) {
-            let o = &old.as_ref().expect("old").docs[i];
-            if o.hash == hash {
+            extract(f.format, &bytes, &f.path).map(|ex| Some((hash, ex))).map_err(|e| e.to_string())
+        });
+        let (hash, ex) = match outcome {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => {
+                let (i, o) = prev.expect("only a known document is unchanged");
                 report.unchanged += 1;
-                new_docs.push(DocRecord { metadata, ..o.clone() });
+                new_docs.push(DocRecord { metadata: merged(Some(&o.metadata), opts.metadata.as_ref()), ..o.clone() });
                 sources.push(Source::Kept(i));
                 continue;
             }
-        }
-        let ex = match extract(f.format, &bytes, &f.path) {
-            Ok(x) => x,
-            Err(e) => {
-                report.failed.push((f.source.clone(), e.to_string()));
-                if let Some(&i) = old_docs.get(f.source.as_str()) {
-                    new_docs.push(old.as_ref().expect("old").docs[i].clone());
+            Err(why) => {
+                // A file that cannot be read or extracted keeps its previous version, if it had one.
+                report.failed.push((f.source.clone(), why));
+                if let Some((i, o)) = prev {
+                    new_docs.push(o.clone());
                     sources.push(Source::Kept(i));
                 }
                 continue;
             }
         };
-        if old_docs.contains_key(f.source.as_str()) {
+        let metadata = merged(prev.map(|(_, o)| &o.metadata), opts.metadata.as_ref());
+        if prev.is_some() {
             report.updated += 1;
         } else {
             report.added += 1;
@@ -477,23 +472,14 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
     }
 
     // 3. Embed the fresh chunks.
-    let fresh: Vec<(usize, usize)> = sources
+    // In document order, as step 4 assembles them.
+    let texts: Vec<String> = sources
         .iter()
-        .enumerate()
-        .flat_map(|(d, s)| match s {
-            Source::Fresh(c) => (0..c.len()).map(|j| (d, j)).collect::<Vec<_>>(),
-            Source::Kept(_) => Vec::new(),
+        .flat_map(|s| match s {
+            Source::Fresh(c) => c.as_slice(),
+            Source::Kept(_) => &[],
         })
-        .collect();
-    let texts: Vec<String> = fresh
-        .iter()
-        .map(|&(d, j)| match &sources[d] {
-            Source::Fresh(c) => {
-                let ch = &c[j];
-                crate::chunk::ChunkSpan { span: 0..ch.text.chars().count(), context: ch.context.clone() }.indexed_text(&ch.text)
-            }
-            Source::Kept(_) => unreachable!("only fresh chunks are listed"),
-        })
+        .map(|ch| crate::chunk::indexed_text(&ch.context, &ch.text))
         .collect();
     progress.start("embedding", texts.len() as u64);
     let mut fresh_vectors: Vec<f32> = Vec::with_capacity(texts.len() * config.dim);
@@ -565,10 +551,7 @@ pub fn ingest(dir: &Path, opts: &IngestOptions, progress: &mut dyn Progress) -> 
     }
     let bm25_dir = tmp.join("bm25");
     fs::create_dir_all(&bm25_dir).map_err(io(&bm25_dir))?;
-    let indexed: Vec<String> = chunks
-        .iter()
-        .map(|c| crate::chunk::ChunkSpan { span: 0..c.text.chars().count(), context: c.context.clone() }.indexed_text(&c.text))
-        .collect();
+    let indexed: Vec<String> = chunks.iter().map(|c| crate::chunk::indexed_text(&c.context, &c.text)).collect();
     Bm25::build(&bm25_dir, indexed.iter().enumerate().map(|(i, t)| (i as u64, t.as_str())))?;
     for e in fs::read_dir(&bm25_dir).map_err(io(&bm25_dir))?.flatten() {
         if e.path().is_file() {
