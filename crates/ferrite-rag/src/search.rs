@@ -104,9 +104,9 @@ impl Collection {
                 Some(v) => self.dense.search(v, depth, allowed.as_deref().map(|a| &a[..]), n_allowed),
                 None => Vec::new(),
             };
-            let lexical = match q.mode {
+            let lexical: Vec<(u32, f32)> = match q.mode {
                 Mode::Dense => Vec::new(),
-                _ => self.lexical.search(q.text, depth, allowed.clone())?,
+                _ => self.lexical.search(q.text, depth, allowed.clone())?.into_iter().map(|(i, s)| (i as u32, s)).collect(),
             };
             let fused = fuse(q.mode, fusion, &dense, &lexical);
             let mut seen = HashSet::new();
@@ -129,7 +129,7 @@ impl Collection {
                     context: c.context.clone(),
                     title: d.title.clone(),
                     dense_rank: rank(&dense),
-                    bm25_rank: rank(&lexical.iter().map(|&(i, s)| (i as u32, s)).collect::<Vec<_>>()),
+                    bm25_rank: rank(&lexical),
                 });
                 if hits.len() == q.k {
                     break;
@@ -145,24 +145,23 @@ impl Collection {
 }
 
 /// Combine the ranked lists as `mode` and `fusion` say; best first.
-pub fn fuse(mode: Mode, fusion: Fusion, dense: &[(u32, f32)], lexical: &[(u64, f32)]) -> Vec<(u32, f32)> {
-    let lexical: Vec<(u32, f32)> = lexical.iter().map(|&(i, s)| (i as u32, s)).collect();
+pub fn fuse(mode: Mode, fusion: Fusion, dense: &[(u32, f32)], lexical: &[(u32, f32)]) -> Vec<(u32, f32)> {
     match mode {
         Mode::Dense => return dense.to_vec(),
-        Mode::Bm25 => return lexical,
+        Mode::Bm25 => return lexical.to_vec(),
         Mode::Hybrid => {}
     }
     let mut score: HashMap<u32, f32> = HashMap::new();
     match fusion {
         Fusion::Rrf => {
-            for list in [dense, &lexical[..]] {
+            for list in [dense, lexical] {
                 for (rank, &(id, _)) in list.iter().enumerate() {
                     *score.entry(id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
                 }
             }
         }
         Fusion::Weighted(w) => {
-            for (list, weight) in [(dense, w), (&lexical[..], 1.0 - w)] {
+            for (list, weight) in [(dense, w), (lexical, 1.0 - w)] {
                 let (lo, hi) = list.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), x| (l.min(x.1), h.max(x.1)));
                 for &(id, s) in list {
                     let norm = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
@@ -183,7 +182,7 @@ mod tests {
     #[test]
     fn rrf_and_weighted_fusion() {
         let dense = [(1u32, 0.9f32), (2, 0.8), (3, 0.1)];
-        let lexical = [(3u64, 12.0f32), (1, 3.0)];
+        let lexical = [(3u32, 12.0f32), (1, 3.0)];
         let rrf = fuse(Mode::Hybrid, Fusion::Rrf, &dense, &lexical);
         assert_eq!(rrf[0].0, 1, "in both lists, ranks 1 and 2");
         assert_eq!(rrf.len(), 3);
