@@ -75,9 +75,7 @@ pub fn main(a: RagArgs) -> Result<()> {
         }
         RagCommand::Query { collection, mode, k, filter, fusion, json, query } => {
             let (c, embedder) = open(&collection)?;
-            let filter = filter
-                .map(|f| -> Result<Filter> { Ok(Filter::parse(&serde_json::from_str(&f).context("--filter is not JSON")?)?) })
-                .transpose()?;
+            let filter = parse_filter(filter.as_deref())?;
             let fusion = fusion.as_deref().map(|f| parse_fusion(f, &c)).transpose()?;
             let t = std::time::Instant::now();
             let hits = c.search(&embedder, &Query { text: &query, k, mode: mode.parse()?, filter: filter.as_ref(), fusion })?;
@@ -179,11 +177,7 @@ pub fn main(a: RagArgs) -> Result<()> {
 /// print the answer with its checked citations.
 fn ask(a: AskArgs) -> Result<()> {
     let (c, embedder) = open(&a.collection)?;
-    let filter = a
-        .filter
-        .as_deref()
-        .map(|f| -> Result<Filter> { Ok(Filter::parse(&serde_json::from_str(f).context("--filter is not JSON")?)?) })
-        .transpose()?;
+    let filter = parse_filter(a.filter.as_deref())?;
     let hits = c.search(&embedder, &Query { text: &a.question, k: a.k, mode: a.mode.parse()?, filter: filter.as_ref(), fusion: None })?;
     if hits.is_empty() {
         bail!("nothing in the collection matches the question (and filter)");
@@ -269,6 +263,11 @@ fn ann_bench(path: &Path, dim: usize, holdout: usize, m: usize, ef_construction:
         serde_json::json!({"index": n - holdout, "queries": holdout, "dim": dim, "m": m, "ef_construction": ef_construction, "build_s": build_s, "runs": rows})
     );
     Ok(())
+}
+
+/// `--filter JSON`, parsed.
+fn parse_filter(f: Option<&str>) -> Result<Option<Filter>> {
+    f.map(|f| -> Result<Filter> { Ok(Filter::parse(&serde_json::from_str(f).context("--filter is not JSON")?)?) }).transpose()
 }
 
 fn fusion_name(f: &Fusion) -> String {
