@@ -69,6 +69,8 @@ fn softmax_rows(x: &mut [f32], scale: f32) {
 /// Σ a·b in 16 f32 lanes, then the lanes added in order: the same bits in every compiled copy.
 #[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut lanes = [0.0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ar, br) = (ac.remainder(), bc.remainder());
@@ -115,15 +117,15 @@ fn level() -> Level {
 
 /// `pub fn $name(args)` dispatching to `$body` compiled plain, for AVX2 and for AVX-512.
 macro_rules! dispatch {
-    ($(#[$doc:meta])* $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+    ($(#[$doc:meta])* $name:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) { $body($($arg),*) }
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
                 #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) { $body($($arg),*) }
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
                 match level() {
                     // SAFETY: the level was chosen from the CPU's detected features.
                     Level::Avx512 => return unsafe { avx512($($arg),*) },
@@ -149,29 +151,10 @@ dispatch!(
     softmax_scaled, softmax_rows, (x: &mut [f32], scale: f32)
 );
 
-/// Σ a[i]·b[i] over the shorter length (vector similarity for nearest-neighbour search).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(a: &[f32], b: &[f32]) -> f32 {
-            dot_body(a, b)
-        }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(a: &[f32], b: &[f32]) -> f32 {
-            dot_body(a, b)
-        }
-        match level() {
-            // SAFETY: the level was chosen from the CPU's detected features.
-            Level::Avx512 => return unsafe { avx512(a, b) },
-            Level::Avx2 => return unsafe { avx2(a, b) },
-            Level::Plain => {}
-        }
-    }
-    dot_body(a, b)
-}
+dispatch!(
+    /// Σ a[i]·b[i] over the shorter length (vector similarity for nearest-neighbour search).
+    dot, dot_body, (a: &[f32], b: &[f32]) -> f32
+);
 
 /// The plain (scalar) versions, for tests that compare them with the dispatched ones.
 #[doc(hidden)]
