@@ -295,10 +295,7 @@ pub unsafe fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
             // 32 elements = two 16-element sums.
             let mut q = [_mm256_setzero_si256(); 4];
             for k in 0..4 {
-                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-                    mul,
-                    load_f32x8(&c4[k]),
-                ));
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(mul, load_f32x8(&c4[k])));
                 q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(r), cap);
             }
             bsums[2 * g] = hsum_epi32(_mm256_add_epi32(q[0], q[1])) as i16;
@@ -565,15 +562,20 @@ struct Q4kWeights {
 #[inline]
 fn q4k_unpack(bx: &BlockQ4K) -> Q4kWeights {
     let m4 = _mm256_set1_epi8(0x0F);
-    let (sc, mn) = k4_scale_min(&bx.scales);
+    let (sc, mn) = k4_scale_min_words(&bx.scales);
+    // The eight scales as i16 in each 128-bit half; sub-block k's is spread over all 16 lanes by a
+    // byte shuffle (one instruction, where a broadcast from a general register takes two).
+    let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+    let spread = |k: i16| _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k));
     let q4 = bx.qs.as_chunks::<32>().0;
     let zero = _mm256_setzero_si256();
-    let mut w = Q4kWeights { nibbles: [(zero, zero); 4], scales: [(zero, zero); 4], mins: mins_x2(mn) };
+    let mut w = Q4kWeights { nibbles: [(zero, zero); 4], scales: [(zero, zero); 4], mins: mins_x2(mn.to_le_bytes()) };
     // Plain loops, not closures: a closure does not inherit this function's target features.
     for j in 0..4 {
         let bits = load_u8x32(&q4[j]);
         w.nibbles[j] = (_mm256_and_si256(bits, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4));
-        w.scales[j] = (_mm256_set1_epi16(sc[2 * j] as i16), _mm256_set1_epi16(sc[2 * j + 1] as i16));
+        let k = 2 * j as i16;
+        w.scales[j] = (_mm256_shuffle_epi8(sc16, spread(k)), _mm256_shuffle_epi8(sc16, spread(k + 1)));
     }
     w
 }
@@ -652,6 +654,23 @@ fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
     let c = _mm_unpackhi_epi32(v[0], v[1]); // v0[2] v1[2] v0[3] v1[3]
     let d = _mm_unpackhi_epi32(v[2], v[3]);
     [_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b), _mm_unpacklo_epi64(c, d), _mm_unpackhi_epi64(c, d)]
+}
+
+/// Four 8-lane i32 vectors summed each: lane r of the result is the sum of `v[r]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum4_epi32(v: [__m256i; 4]) -> __m128i {
+    // hadd twice leaves [s0 s1 s2 s3] as partial sums in each 128-bit half.
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// Four f16 values as four f32 (exact), from one 64-bit move.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn f16_x4(v: [f16; 4]) -> __m128 {
+    let bits = v.map(|h| h.to_bits() as u64);
+    _mm_cvtph_ps(_mm_cvtsi64_si128((bits[0] | bits[1] << 16 | bits[2] << 32 | bits[3] << 48) as i64))
 }
 
 /// [`scalar::q4k_isums`](super::scalar::q4k_isums), vectorised.
@@ -860,14 +879,31 @@ pub unsafe fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    // A plain loop, not an iterator with closures: a closure would not inherit this function's target
-    // features, and the SIMD helpers in it would be calls instead of inlined.
-    let mut acc = RowsAcc::default();
-    for (bx, by) in x.iter().zip(y) {
-        let (isum, imin) = q4k_isums(bx, by);
-        acc.add((isum, imin, bx.d.to_f32(), bx.dmin.to_f32(), by.d));
+    debug_assert_eq!(x.len(), y.len());
+    let n = x.len().min(y.len());
+    // Lanes 0 and 1 hold `RowsAcc`'s acc and acc_min; each step below is its `add` for one super-block
+    // (a fused multiply-add of the exact integer sum with `d·d_a`, and of the mins with `dmin·d_a`).
+    let mut state = _mm_setzero_ps();
+    let mut b = 0;
+    // Two super-blocks at a time share one horizontal reduction: [isum, imin, isum', imin'].
+    while b + 2 <= n {
+        let (s0, m0) = q4k_lanes(&x[b], &y[b]);
+        let (s1, m1) = q4k_lanes(&x[b + 1], &y[b + 1]);
+        let sums = _mm_cvtepi32_ps(hsum4_epi32([s0, m0, s1, m1]));
+        let da = _mm_setr_ps(y[b].d, y[b].d, y[b + 1].d, y[b + 1].d);
+        let scales = _mm_mul_ps(f16_x4([x[b].d, x[b].dmin, x[b + 1].d, x[b + 1].dmin]), da);
+        state = _mm_fmadd_ps(sums, scales, state);
+        state = _mm_fmadd_ps(_mm_movehl_ps(sums, sums), _mm_movehl_ps(scales, scales), state);
+        b += 2;
     }
-    acc.finish()
+    if b < n {
+        let (s0, m0) = q4k_lanes(&x[b], &y[b]);
+        let zero = _mm256_setzero_si256();
+        let sums = _mm_cvtepi32_ps(hsum4_epi32([s0, m0, zero, zero]));
+        let scales = _mm_mul_ps(f16_x4([x[b].d, x[b].dmin, x[b].d, x[b].dmin]), _mm_set1_ps(y[b].d));
+        state = _mm_fmadd_ps(sums, scales, state);
+    }
+    _mm_cvtss_f32(_mm_sub_ss(state, _mm_movehdup_ps(state)))
 }
 
 /// [`dot_q4k_q8k_rows`] for four activation rows (four decoding sequences): each weight super-block is

@@ -197,17 +197,21 @@ pub fn q3k_scales(packed: &[u8; 12]) -> [i8; 16] {
 /// low 4 bits in the nibbles of bytes 8-11 and their high 2 bits in the top bits of bytes 0-7.
 #[inline]
 pub fn k4_scale_min(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        if j < 4 {
-            sc[j] = packed[j] & 63;
-            mn[j] = packed[j + 4] & 63;
-        } else {
-            sc[j] = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
-            mn[j] = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
-        }
-    }
+    let (sc, mn) = k4_scale_min_words(packed);
+    (sc.to_le_bytes(), mn.to_le_bytes())
+}
+
+/// [`k4_scale_min`] as two little-endian words (byte j = sub-block j), decoded four bytes at a time.
+#[inline]
+pub fn k4_scale_min_words(packed: &[u8; 12]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    // Sub-blocks 0-3: the low 6 bits. Sub-blocks 4-7: a nibble of bytes 8-11, and the top 2 bits of
+    // bytes 0-3 (scales) or 4-7 (mins) as bits 4-5.
+    let low6 = 0x3F3F_3F3F;
+    let top2 = |w: u32| ((w >> 6) & 0x0303_0303) << 4;
+    let sc = (a & low6) as u64 | (((c & 0x0F0F_0F0F) | top2(a)) as u64) << 32;
+    let mn = (b & low6) as u64 | ((((c >> 4) & 0x0F0F_0F0F) | top2(b)) as u64) << 32;
     (sc, mn)
 }
 
@@ -215,4 +219,45 @@ pub fn k4_scale_min(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 #[inline(always)]
 pub(crate) fn f16_to_f32(h: f16) -> f32 {
     h.to_f32()
+}
+
+#[cfg(test)]
+mod k4_tests {
+    /// The layout read a byte at a time, as ggml's `get_scale_min_k4` does.
+    fn by_bytes(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+        let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+        for j in 0..8 {
+            if j < 4 {
+                sc[j] = packed[j] & 63;
+                mn[j] = packed[j + 4] & 63;
+            } else {
+                sc[j] = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
+                mn[j] = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
+            }
+        }
+        (sc, mn)
+    }
+
+    #[test]
+    fn word_decoding_equals_byte_decoding() {
+        // Every byte value in every position (the twelve bytes are independent fields).
+        for v in 0..=255u8 {
+            for i in 0..12 {
+                let mut p = [0x5Au8; 12];
+                p[i] = v;
+                assert_eq!(super::k4_scale_min(&p), by_bytes(&p), "byte {i} = {v:#x}");
+            }
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..10_000 {
+            let mut p = [0u8; 12];
+            for b in p.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            assert_eq!(super::k4_scale_min(&p), by_bytes(&p));
+        }
+    }
 }

@@ -67,11 +67,36 @@ macro_rules! lanes_x4_sums {
     }};
 }
 
+/// The 32 nibbles of a 16-byte array as bytes, low nibbles first: one broadcast load, a shift of the
+/// upper copy, a mask (where [`nibbles`] needs a load, a shift, an insert and a mask).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn nibbles_u8(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: 16 readable bytes.
+    let both = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(qs.as_ptr().cast()) });
+    // A 64-bit shift carries the next byte's low nibble into each byte's top; the mask drops it.
+    _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0F))
+}
+
+/// `Σ (q − o)·y` in `vpdpbusd`'s lanes for weights stored unsigned as `q + o`: the same exact integers
+/// as the signed products, without making either side signed first.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn dot_offset(o: u8, qx: __m256i, y: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, qx, y), _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(o as i8), y))
+}
+
 /// # Safety
 /// Requires AVX2, FMA, F16C, AVX512F/VL/VNNI ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    hsum_ps(lanes!(x, y, |bx| q4_0_weights(bx), dot_i8_i8))
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = _mm256_mul_ps(f16_x8(bx.d), f16_x8(by.d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_offset(8, nibbles_u8(&bx.qs), load_i8x32(&by.qs))), acc);
+    }
+    hsum_ps(acc)
 }
 
 /// # Safety
