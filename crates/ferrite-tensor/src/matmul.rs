@@ -174,8 +174,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     }
 
     let kernels = quant::kernels();
-    let orders: Vec<Accumulation> =
-        seq_tokens.iter().flat_map(|&t| (0..t).map(move |i| accumulation(w.dtype, rows, t, i))).collect();
+    let orders: Vec<Accumulation> = seq_tokens.iter().flat_map(|&t| (0..t).map(move |i| accumulation(w.dtype, rows, t, i))).collect();
     let act = vec_dot_type(w.dtype);
     let x_row_bytes = row_bytes(act, cols)?;
 
@@ -184,9 +183,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     xq.clear();
     xq.resize(n * x_row_bytes, 0);
     if n >= 4 {
-        xq.par_chunks_mut(x_row_bytes)
-            .zip(x.par_chunks(cols))
-            .for_each(|(q, xr)| quant::quantize_unchecked(kernels, act, xr, q));
+        xq.par_chunks_mut(x_row_bytes).zip(x.par_chunks(cols)).for_each(|(q, xr)| quant::quantize_unchecked(kernels, act, xr, q));
     } else {
         for (q, xr) in xq.chunks_mut(x_row_bytes).zip(x.chunks(cols)) {
             quant::quantize_unchecked(kernels, act, xr, q);
@@ -215,6 +212,28 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
         let put = |r: usize, t: usize, v: f32| unsafe { *y_out.0.add(t * rows + r0 + r) = v };
         let wr = |r: usize| &w_data[(r0 + r) * wrb..][..wrb];
         let xt = |t: usize| &xq[t * x_row_bytes..][..x_row_bytes];
+        // One token against rows [a, b): in pairs where the CPU has a two-row kernel, a row of the first
+        // half with its twin in the second, so the two streams of weights are each sequential.
+        let single = |t: usize, a: usize, b: usize| {
+            let mut r = a;
+            if quant::has_dot_r2(kernels, orders[t], dtype) {
+                let h = (b - a) / 2;
+                for r in a..a + h {
+                    let v = quant::dot_r2_unchecked(kernels, orders[t], dtype, [wr(r), wr(r + h)], xt(t)).expect("has_dot_r2");
+                    put(r, t, v[0]);
+                    put(r + h, t, v[1]);
+                }
+                r = a + 2 * h;
+            }
+            for r in r..b {
+                put(r, t, quant::dot_in_unchecked(kernels, orders[t], dtype, wr(r), xt(t), cols));
+            }
+        };
+        // A lone token (decode) needs no tiles: the task's rows are read once, as two long streams.
+        if n == 1 {
+            single(0, 0, nr);
+            return;
+        }
         for t0 in (0..nr).step_by(tile) {
             let t1 = (t0 + tile).min(nr);
             let mut t = 0;
@@ -245,9 +264,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
                     t += 4;
                     continue;
                 }
-                for r in t0..t1 {
-                    put(r, t, quant::dot_in_unchecked(kernels, orders[t], dtype, wr(r), xt(t), cols));
-                }
+                single(t, t0, t1);
                 t += 1;
             }
         }

@@ -852,6 +852,23 @@ pub unsafe fn vec_dot_q6k_q8k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4
     [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
 }
 
+/// [`vec_dot_q6k_q8k`] for two weight rows against one activation row (decode): two independent chains,
+/// each the single-row kernel's steps (same bits).
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C; both rows have `y.len()` super-blocks or more.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6k_q8k_r2(x: [&[BlockQ6K]; 2], y: &[BlockQ8K]) -> [f32; 2] {
+    let nb = y.len();
+    let (x0, x1) = (&x[0][..nb], &x[1][..nb]);
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (b, by) in y.iter().enumerate() {
+        acc0 = _mm256_fmadd_ps(scaled_x8(by.d, x0[b].d), _mm256_cvtepi32_ps(q6k_lanes(&x0[b], by)), acc0);
+        acc1 = _mm256_fmadd_ps(scaled_x8(by.d, x1[b].d), _mm256_cvtepi32_ps(q6k_lanes(&x1[b], by)), acc1);
+    }
+    [hsum_ps(acc0), hsum_ps(acc1)]
+}
+
 /// [`scalar::q6k_isum`](super::scalar::q6k_isum), vectorised.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -904,6 +921,29 @@ pub unsafe fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         state = _mm_fmadd_ps(sums, scales, state);
     }
     _mm_cvtss_f32(_mm_sub_ss(state, _mm_movehdup_ps(state)))
+}
+
+/// [`dot_q4k_q8k_rows`] for two weight rows against one activation row (decode): both rows' sums go
+/// through one horizontal reduction per super-block, and their float chains run side by side in one
+/// register (lanes 0-1 row 0's acc and acc_min, lanes 2-3 row 1's), each the single-row kernel's steps.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C; both rows have `y.len()` super-blocks or more.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4k_q8k_rows_r2(x: [&[BlockQ4K]; 2], y: &[BlockQ8K]) -> [f32; 2] {
+    let nb = y.len();
+    let (x0, x1) = (&x[0][..nb], &x[1][..nb]);
+    let mut state = _mm_setzero_ps();
+    for (b, by) in y.iter().enumerate() {
+        let (s0, m0) = q4k_lanes(&x0[b], by);
+        let (s1, m1) = q4k_lanes(&x1[b], by);
+        let sums = _mm_cvtepi32_ps(hsum4_epi32([s0, m0, s1, m1]));
+        let scales = _mm_mul_ps(f16_x4([x0[b].d, x0[b].dmin, x1[b].d, x1[b].dmin]), _mm_set1_ps(by.d));
+        state = _mm_fmadd_ps(sums, scales, state);
+    }
+    // acc − acc_min of each row: lanes 0 − 1 and 2 − 3.
+    let diff = _mm_sub_ps(state, _mm_movehdup_ps(state));
+    [_mm_cvtss_f32(diff), _mm_cvtss_f32(_mm_movehl_ps(diff, diff))]
 }
 
 /// [`dot_q4k_q8k_rows`] for four activation rows (four decoding sequences): each weight super-block is

@@ -246,6 +246,40 @@ pub(crate) fn has_dot4x4(k: &Kernels, order: Accumulation, weight: DType) -> boo
         }
 }
 
+/// Two weight rows against one activation row (`out[row]`), bit-identical to two [`dot_in_unchecked`]
+/// calls in `order`; `None` where the kernel set has no such kernel. Pass rows far apart: two
+/// interleaved streams inside the same pages defeat the hardware prefetcher, two sequential ones not.
+#[inline]
+pub(crate) fn dot_r2_unchecked(k: &Kernels, order: Accumulation, weight: DType, w: [&[u8]; 2], x: &[u8]) -> Option<[f32; 2]> {
+    use Accumulation::*;
+    use DType::*;
+    // SAFETY: as in `dot_unchecked`; the caller passes rows of one matrix, each as long as `x`.
+    unsafe {
+        match (order, weight) {
+            (Rows, Q4K) => k.q4k_rows_r2.map(|f| f(w.map(as_blocks), as_blocks(x))),
+            (Lanes, Q6K) => k.q6k_r2.map(|f| f(w.map(as_blocks), as_blocks(x))),
+            (Lanes, Q4_0) => k.q4_0_r2.map(|f| f(w.map(as_blocks), as_blocks(x))),
+            (Lanes, Q5_0) => k.q5_0_r2.map(|f| f(w.map(as_blocks), as_blocks(x))),
+            (Lanes, Q8_0) => k.q8_0_r2.map(|f| f(w.map(as_blocks), as_blocks(x))),
+            _ => None,
+        }
+    }
+}
+
+/// Whether [`dot_r2_unchecked`] has a kernel (so a caller can pair rows).
+pub(crate) fn has_dot_r2(k: &Kernels, order: Accumulation, weight: DType) -> bool {
+    use Accumulation::*;
+    use DType::*;
+    match (order, weight) {
+        (Rows, Q4K) => k.q4k_rows_r2.is_some(),
+        (Lanes, Q6K) => k.q6k_r2.is_some(),
+        (Lanes, Q4_0) => k.q4_0_r2.is_some(),
+        (Lanes, Q5_0) => k.q5_0_r2.is_some(),
+        (Lanes, Q8_0) => k.q8_0_r2.is_some(),
+        _ => false,
+    }
+}
+
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
 #[inline]
 pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
@@ -280,6 +314,7 @@ pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: u
 
 type Dot<W, A> = unsafe fn(&[W], &[A]) -> f32;
 type Dot4<W, A> = unsafe fn(&[W], [&[A]; 4]) -> [f32; 4];
+type DotR2<W, A> = Option<unsafe fn([&[W]; 2], &[A]) -> [f32; 2]>;
 type Dot4x4<W, A> = Option<unsafe fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4]>;
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
@@ -308,6 +343,11 @@ pub(crate) struct Kernels {
     q4_1_x4: Dot4<BlockQ4_1, BlockQ8_1>,
     q5_0_x4: Dot4<BlockQ5_0, BlockQ8_0>,
     q8_0_x4: Dot4<BlockQ8_0, BlockQ8_0>,
+    q4k_rows_r2: DotR2<BlockQ4K, BlockQ8K>,
+    q6k_r2: DotR2<BlockQ6K, BlockQ8K>,
+    q4_0_r2: DotR2<BlockQ4_0, BlockQ8_0>,
+    q5_0_r2: DotR2<BlockQ5_0, BlockQ8_0>,
+    q8_0_r2: DotR2<BlockQ8_0, BlockQ8_0>,
     q4_0_4x4: Dot4x4<BlockQ4_0, BlockQ8_0>,
     q5_0_4x4: Dot4x4<BlockQ5_0, BlockQ8_0>,
     q8_0_4x4: Dot4x4<BlockQ8_0, BlockQ8_0>,
@@ -343,6 +383,11 @@ static SCALAR: Kernels = Kernels {
     q4_1_x4: scalar::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: scalar::vec_dot_q5_0_q8_0_x4,
     q8_0_x4: scalar::vec_dot_q8_0_q8_0_x4,
+    q4k_rows_r2: None,
+    q6k_r2: None,
+    q4_0_r2: None,
+    q5_0_r2: None,
+    q8_0_r2: None,
     q4_0_4x4: None,
     q5_0_4x4: None,
     q8_0_4x4: None,
@@ -379,6 +424,11 @@ static AVX2: Kernels = Kernels {
     q4_1_x4: avx2::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: avx2::vec_dot_q5_0_q8_0_x4,
     q8_0_x4: avx2::vec_dot_q8_0_q8_0_x4,
+    q4k_rows_r2: Some(avx2::dot_q4k_q8k_rows_r2),
+    q6k_r2: Some(avx2::vec_dot_q6k_q8k_r2),
+    q4_0_r2: None,
+    q5_0_r2: None,
+    q8_0_r2: None,
     q4_0_4x4: None,
     q5_0_4x4: None,
     q8_0_4x4: None,
@@ -404,6 +454,9 @@ static AVX512VNNI: Kernels = Kernels {
     q4_1_x4: vnni::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: vnni::vec_dot_q5_0_q8_0_x4,
     q8_0_x4: vnni::vec_dot_q8_0_q8_0_x4,
+    q4_0_r2: Some(vnni::vec_dot_q4_0_q8_0_r2),
+    q5_0_r2: Some(vnni::vec_dot_q5_0_q8_0_r2),
+    q8_0_r2: Some(vnni::vec_dot_q8_0_q8_0_r2),
     q4_0_4x4: Some(vnni::vec_dot_q4_0_q8_0_4x4),
     q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
     q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),

@@ -110,11 +110,7 @@ pub fn quantize_bf16(x: &[f32], y: &mut [u8]) {
 #[inline]
 pub fn f32_to_bf16(v: f32) -> bf16 {
     let u = v.to_bits();
-    let bits = if u & 0x7fff_ffff > 0x7f80_0000 {
-        (u >> 16) | 64
-    } else {
-        (u + (0x7fff + ((u >> 16) & 1))) >> 16
-    };
+    let bits = if u & 0x7fff_ffff > 0x7f80_0000 { (u >> 16) | 64 } else { (u + (0x7fff + ((u >> 16) & 1))) >> 16 };
     bf16::from_bits(bits as u16)
 }
 

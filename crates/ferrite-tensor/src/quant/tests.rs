@@ -48,11 +48,7 @@ fn avx2_dot_matches_scalar_for_every_type() {
                 let v = dot_unchecked(&AVX2, dtype, &w, &x, n);
                 let abs = abs_dot(&dequant(dtype, &w, n), &dequant(vec_dot_type(dtype), &x, n));
                 let tol = reorder_tolerance(n / dtype.block_size(), abs);
-                assert!(
-                    ((s - v) as f64).abs() <= tol,
-                    "{dtype} n={n}: scalar {s} vs avx2 {v} (diff {}, tolerance {tol})",
-                    s - v
-                );
+                assert!(((s - v) as f64).abs() <= tol, "{dtype} n={n}: scalar {s} vs avx2 {v} (diff {}, tolerance {tol})", s - v);
             }
         }
     }
@@ -140,6 +136,36 @@ fn four_token_kernels_equal_four_single_calls() {
             }
         }
     }
+}
+
+/// The two-row kernels equal two single calls, in every tier that has them.
+#[test]
+fn two_row_kernels_equal_two_single_calls() {
+    let mut rng = Rng::new(8);
+    let cases = [
+        (DType::Q4K, Accumulation::Rows),
+        (DType::Q6K, Accumulation::Lanes),
+        (DType::Q4_0, Accumulation::Lanes),
+        (DType::Q5_0, Accumulation::Lanes),
+        (DType::Q8_0, Accumulation::Lanes),
+    ];
+    let mut checked = 0;
+    for (dtype, order) in cases {
+        for &n in lengths(dtype) {
+            let rows: Vec<Vec<u8>> = (0..2).map(|_| random_weight_row(dtype, n, &mut rng)).collect();
+            let x = act_row(dtype, &rng.activations(n));
+            for k in tiers() {
+                let Some(two) = dot_r2_unchecked(k, order, dtype, [&rows[0], &rows[1]], &x) else { continue };
+                assert!(has_dot_r2(k, order, dtype));
+                for (r, row) in rows.iter().enumerate() {
+                    let one = dot_in_unchecked(k, order, dtype, row, &x, n);
+                    assert_eq!(two[r].to_bits(), one.to_bits(), "{dtype} {} n={n} row {r}: {} vs {one}", k.tier, two[r]);
+                }
+                checked += 1;
+            }
+        }
+    }
+    println!("two_row_kernels_equal_two_single_calls: {checked} kernel cases checked");
 }
 
 #[test]
@@ -455,6 +481,16 @@ fn vnni_kernels_are_bit_identical_to_avx2() {
                     }
                 } else {
                     assert!(!matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0), "{dtype}: no 4x4 kernel");
+                }
+                // Two weight rows against one token: each as the AVX2 single-row kernel gives.
+                let pair = [&rows[0][..], &rows[3][..]];
+                if let Some(v) = dot_r2_unchecked(&AVX512VNNI, order, dtype, pair, &xs[1]) {
+                    for (r, row) in pair.iter().enumerate() {
+                        let want = dot_unchecked(&AVX2, dtype, row, &xs[1], n);
+                        assert_eq!(v[r].to_bits(), want.to_bits(), "{dtype} n={n} case {case}: r2 row {r}");
+                    }
+                } else {
+                    assert!(!matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0), "{dtype}: no r2 kernel");
                 }
             }
         }

@@ -231,3 +231,60 @@ pub unsafe fn vec_dot_q5_0_q8_0_4x4(x: [&[BlockQ5_0]; 4], y: [&[BlockQ8_0]; 4]) 
 pub unsafe fn vec_dot_q8_0_q8_0_4x4(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
     lanes_4x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Two weight rows × one activation row (decode). One row's blocks form a chain of multiply-adds into
+// the same accumulator, so the single-row kernels wait on the FMA latency; two rows are two chains.
+// The weights enter `vpdpbusd` unsigned, as stored (`q + o`), and the offset comes off through the
+// activation lanes' sums `o·Σy`, computed once for both rows: each i32 lane is the same exact integer
+// as in the signed kernels, and every float step is the single-row kernel's, so the bits are too.
+// (The caller passes rows far apart: two interleaved streams inside the same pages defeat the
+// hardware prefetcher, two sequential streams do not.)
+
+macro_rules! rows_x2 {
+    ($x:expr, $y:expr, $o:expr, |$bx:ident| $unsigned:expr) => {{
+        let nb = $y.len();
+        // Both rows have nb blocks: checked once here, so the loop indexes without bounds checks.
+        let xr = [&$x[0][..nb], &$x[1][..nb]];
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let zero = _mm256_setzero_si256();
+        for (b, by) in $y.iter().enumerate() {
+            let qy = load_i8x32(&by.qs);
+            let off = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8($o as i8), qy);
+            let yd = f16_x8(by.d);
+            // Plain code, no closures: a closure would not inherit this function's target features.
+            for r in 0..2 {
+                let $bx = &xr[r][b];
+                let p = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, $unsigned, qy), off);
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(f16_x8($bx.d), yd), _mm256_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        [hsum_ps(acc[0]), hsum_ps(acc[1])]
+    }};
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`]; both rows have `y.len()` blocks or more.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0_q8_0_r2(x: [&[BlockQ4_0]; 2], y: &[BlockQ8_0]) -> [f32; 2] {
+    rows_x2!(x, y, 8u8, |bx| nibbles_u8(&bx.qs))
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0_r2`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0_q8_0_r2(x: [&[BlockQ5_0]; 2], y: &[BlockQ8_0]) -> [f32; 2] {
+    // Stored as q + 16: the nibble with the fifth bit as bit 4.
+    rows_x2!(x, y, 16u8, |bx| _mm256_or_si256(
+        nibbles_u8(&bx.qs),
+        _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0x10))
+    ))
+}
+
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0_r2`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0_q8_0_r2(x: [&[BlockQ8_0]; 2], y: &[BlockQ8_0]) -> [f32; 2] {
+    // q + 128 is q with its sign bit flipped.
+    rows_x2!(x, y, 128u8, |bx| _mm256_xor_si256(load_i8x32(&bx.qs), _mm256_set1_epi8(0x80u8 as i8)))
+}
