@@ -13,7 +13,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use ferrite_tensor::ops;
+use ferrite_tensor::{ops, par};
 
 use crate::ModelConfig;
 use crate::layers::Step;
@@ -78,7 +78,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     let group = n_heads / n_kv;
     let scale = if cfg.attn_prescale_q { 1.0 } else { cfg.attn_scale };
     let mut out = vec![0.0f32; q.len()];
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+    par::for_each_chunk_mut(&mut out, hd, |i, o| {
         let (r, h) = (i / n_heads, i % n_heads);
         let p = pos[r];
         let start = first_visible(p);

@@ -34,6 +34,7 @@ pub mod error;
 pub mod gemm;
 pub mod matmul;
 pub mod ops;
+pub mod par;
 pub mod quant;
 pub mod vmath;
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //!
 //! [`matmul`] does what ggml's `mul_mat` does on the CPU:
 //! 1. quantize each activation row once to the weight's [`vec_dot_type`];
-//! 2. split the weight rows across the current rayon pool, and within each task walk a small tile of
+//! 2. split the weight rows into tasks for the current rayon pool ([`par::for_each`]), and within each task walk a small tile of
 //!    rows at a time, taking its dot product with every token before moving on — so each weight byte is
 //!    read from memory once per call, whatever the number of tokens (decode is memory-bound).
 //!
@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::par;
 use crate::quant::{self, Accumulation, accumulation, row_bytes, vec_dot_type};
 use crate::{DType, TensorError};
 
@@ -130,6 +131,8 @@ thread_local! {
 const TILE_BYTES: usize = 32 * 1024;
 /// Below this many weight bytes per task, splitting costs more than it saves.
 const MIN_TASK_BYTES: usize = 16 * 1024;
+/// Above this many, a thread slowed by another process holds back too much of the product (see [`par`]).
+const MAX_TASK_BYTES: usize = 256 * 1024;
 /// Scratch larger than this is freed after the call rather than kept for the next one.
 const KEEP_SCRATCH_BYTES: usize = 64 << 20;
 
@@ -195,7 +198,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     let wrb = w.row_bytes;
     let tile = (TILE_BYTES / wrb).clamp(1, 64);
     let threads = rayon::current_num_threads().max(1);
-    let per_task = rows.div_ceil(threads * 4).max(MIN_TASK_BYTES.div_ceil(wrb)).div_ceil(tile) * tile;
+    let per_task = rows.div_ceil(threads * 4).min(MAX_TASK_BYTES / wrb).max(MIN_TASK_BYTES.div_ceil(wrb)).div_ceil(tile) * tile;
     let dtype = w.dtype;
 
     // Each task owns a run of rows and writes their outputs for all n tokens straight into y
@@ -269,7 +272,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
             }
         }
     };
-    (0..n_tasks).into_par_iter().for_each(work);
+    par::for_each(n_tasks, work);
     keep(&ACT_SCRATCH, xq);
     Ok(())
 }

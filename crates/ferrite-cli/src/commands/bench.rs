@@ -97,6 +97,10 @@ pub fn main(a: BenchArgs) -> Result<()> {
     } else if let Some(bw) = bw {
         println!("\nDRAM read bandwidth measured with {} threads: {bw:.2} GB/s; weights read per generated token: {:.1} MiB", threads.iter().max().unwrap(), weights as f64 / (1 << 20) as f64);
     }
+    let spells = ferrite_tensor::par::solo_spells();
+    if spells > 0 {
+        eprintln!("note: helper threads were late {spells} times (another process busy on their cores?); parallel loops ran on one thread for a while each time");
+    }
     Ok(())
 }
 
