@@ -33,7 +33,7 @@ use crate::QK_K;
 /// whole register and so avoids the `vpinsrw` false dependency described at [`f16_pair`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn scaled_x8(y: f32, a: f16) -> __m256 {
+pub(super) fn scaled_x8(y: f32, a: f16) -> __m256 {
     _mm256_mul_ps(_mm256_set1_ps(y), _mm256_cvtph_ps(_mm_set1_epi16(a.to_bits() as i16)))
 }
 
@@ -134,7 +134,7 @@ fn hmax_ps(v: __m256) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum_epi32(v: __m256i) -> i32 {
+pub(super) fn hsum_epi32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
@@ -552,7 +552,7 @@ fn mins_x2(mn: [u8; 8]) -> __m256i {
 /// One `Q4_K` weight super-block unpacked for the integer products: for each 64-element pair of
 /// sub-blocks, the low and high nibbles and their scales; and the mins, each repeated for the two
 /// 16-element `bsums` of its sub-block.
-struct Q4kWeights {
+pub(super) struct Q4kWeights {
     nibbles: [(__m256i, __m256i); 4],
     scales: [(__m256i, __m256i); 4],
     mins: __m256i,
@@ -560,7 +560,7 @@ struct Q4kWeights {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4k_unpack(bx: &BlockQ4K) -> Q4kWeights {
+pub(super) fn q4k_unpack(bx: &BlockQ4K) -> Q4kWeights {
     let m4 = _mm256_set1_epi8(0x0F);
     let (sc, mn) = k4_scale_min_words(&bx.scales);
     // The eight scales as i16 in each 128-bit half; sub-block k's is spread over all 16 lanes by a
@@ -583,7 +583,7 @@ fn q4k_unpack(bx: &BlockQ4K) -> Q4kWeights {
 /// The scaled products of each pair of sub-blocks with the activations, in 8 exact i32 lanes each.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4k_pair_lanes(w: &Q4kWeights, by: &BlockQ8K) -> [__m256i; 4] {
+pub(super) fn q4k_pair_lanes(w: &Q4kWeights, by: &BlockQ8K) -> [__m256i; 4] {
     let q8 = by.qs.as_chunks::<32>().0;
     let mut p = [_mm256_setzero_si256(); 4];
     for j in 0..4 {
@@ -597,7 +597,7 @@ fn q4k_pair_lanes(w: &Q4kWeights, by: &BlockQ8K) -> [__m256i; 4] {
 /// `mins[k]·(bsums[2k] + bsums[2k+1])` in lane k: the mins against the activation sums, per sub-block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4k_min_lanes(w: &Q4kWeights, by: &BlockQ8K) -> __m256i {
+pub(super) fn q4k_min_lanes(w: &Q4kWeights, by: &BlockQ8K) -> __m256i {
     _mm256_madd_epi16(w.mins, load_bsums(by))
 }
 
@@ -636,7 +636,7 @@ fn q4k_pair_sums(w: &Q4kWeights, by: &BlockQ8K) -> [(i32, i32); 4] {
 /// [`q4k_pair_sums`] left in registers: (the four pairs' isums, their mins), lane j = pair j.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4k_pair_sums_v(w: &Q4kWeights, by: &BlockQ8K) -> (__m128i, __m128i) {
+pub(super) fn q4k_pair_sums_v(w: &Q4kWeights, by: &BlockQ8K) -> (__m128i, __m128i) {
     let pair = q4k_pair_lanes(w, by);
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
     let isums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
@@ -648,7 +648,7 @@ fn q4k_pair_sums_v(w: &Q4kWeights, by: &BlockQ8K) -> (__m128i, __m128i) {
 /// 4 × 4 i32 transposed: out[j] lane i = v[i] lane j.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
+pub(super) fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
     let a = _mm_unpacklo_epi32(v[0], v[1]); // v0[0] v1[0] v0[1] v1[1]
     let b = _mm_unpacklo_epi32(v[2], v[3]);
     let c = _mm_unpackhi_epi32(v[0], v[1]); // v0[2] v1[2] v0[3] v1[3]
@@ -751,7 +751,7 @@ pub unsafe fn vec_dot_q5k_q8k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
 
 /// One `Q6_K` weight super-block unpacked for the integer products: values stored as `q + 32` in 0..64
 /// (unsigned, fit for `vpmaddubsw`), one vector per 32 elements with the scales of its two sub-blocks.
-struct Q6kWeights {
+pub(super) struct Q6kWeights {
     /// `[half][quarter]`: (values, scales shuffled to their 16-element halves).
     parts: [[(__m256i, __m256i); 4]; 2],
     scales16: __m256i,
@@ -759,7 +759,7 @@ struct Q6kWeights {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q6k_unpack(bx: &BlockQ6K) -> Q6kWeights {
+pub(super) fn q6k_unpack(bx: &BlockQ6K) -> Q6kWeights {
     let m4 = _mm256_set1_epi8(0x0F);
     let pair = scale_pair_masks();
     let scales16 = _mm256_cvtepi8_epi16(load_i8x16(&bx.scales));
@@ -794,7 +794,7 @@ fn q6k_unpack(bx: &BlockQ6K) -> Q6kWeights {
 /// −32 of the stored values is applied per sub-block as `−32·scale·bsum`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q6k_lanes_of(w: &Q6kWeights, by: &BlockQ8K) -> __m256i {
+pub(super) fn q6k_lanes_of(w: &Q6kWeights, by: &BlockQ8K) -> __m256i {
     let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(w.scales16, load_bsums(by)));
     let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
     let q8 = by.qs.as_chunks::<32>().0;
@@ -813,43 +813,6 @@ fn q6k_lanes_of(w: &Q6kWeights, by: &BlockQ8K) -> __m256i {
 #[inline]
 fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
     q6k_lanes_of(&q6k_unpack(bx), by)
-}
-
-/// [`dot_q6k_q8k_tiled`] for four activation rows at once: each weight super-block is unpacked once for
-/// all four. Bit-identical to four single calls.
-///
-/// # Safety
-/// Requires AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut acc = [TiledAcc::default(); 4];
-    for (b, bx) in x.iter().enumerate() {
-        let w = q6k_unpack(bx);
-        let d = bx.d.to_f32();
-        for t in 0..4 {
-            let by = &y[t][b];
-            acc[t].add((hsum_epi32(q6k_lanes_of(&w, by)), 0, d, 0.0, by.d));
-        }
-    }
-    acc.map(TiledAcc::finish)
-}
-
-/// [`vec_dot_q6k_q8k`] for four activation rows (four decoding sequences), the weight super-block
-/// unpacked once for all four. Bit-identical to four single calls.
-///
-/// # Safety
-/// Requires AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q6k_q8k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, bx) in x.iter().enumerate() {
-        let w = q6k_unpack(bx);
-        for t in 0..4 {
-            let by = &y[t][b];
-            acc[t] = _mm256_fmadd_ps(scaled_x8(by.d, bx.d), _mm256_cvtepi32_ps(q6k_lanes_of(&w, by)), acc[t]);
-        }
-    }
-    [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
 }
 
 /// [`vec_dot_q6k_q8k`] for two weight rows against one activation row (decode): two independent chains,
@@ -946,28 +909,6 @@ pub unsafe fn dot_q4k_q8k_rows_r2(x: [&[BlockQ4K]; 2], y: &[BlockQ8K]) -> [f32; 
     [_mm_cvtss_f32(diff), _mm_cvtss_f32(_mm_movehl_ps(diff, diff))]
 }
 
-/// [`dot_q4k_q8k_rows`] for four activation rows (four decoding sequences): each weight super-block is
-/// unpacked once for all four. Bit-identical to four single calls.
-///
-/// # Safety
-/// Requires AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4k_q8k_rows_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut acc = [RowsAcc::default(); 4];
-    for (b, bx) in x.iter().enumerate() {
-        let w = q4k_unpack(bx);
-        let (d, dmin) = (bx.d.to_f32(), bx.dmin.to_f32());
-        for t in 0..4 {
-            let by = &y[t][b];
-            let p = q4k_pair_lanes(&w, by);
-            let sumi = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
-            let (isum, imin) = (hsum_epi32(sumi), hsum_epi32(q4k_min_lanes(&w, by)));
-            acc[t].add((isum, imin, d, dmin, by.d));
-        }
-    }
-    [acc[0].finish(), acc[1].finish(), acc[2].finish(), acc[3].finish()]
-}
-
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -980,41 +921,6 @@ pub unsafe fn dot_q4k_q8k_rows_by_64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         }
     }
     acc.finish()
-}
-
-/// [`dot_q4k_q8k_rows_by_64`] for four activation rows at once: each weight super-block is unpacked once
-/// for all four, and their four accumulation chains interleave. Bit-identical to four single calls.
-///
-/// # Safety
-/// Requires AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4k_q8k_rows_by_64_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    // The four tokens' float chains run in the four lanes of one register: lane t takes exactly the
-    // scalar steps of `RowsAcc::add` for token t (d·da, then a fused multiply-add per pair of
-    // sub-blocks, in pair order), so each lane's bits are the single-row kernel's.
-    let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
-    for (b, bx) in x.iter().enumerate() {
-        let w = q4k_unpack(bx);
-        let da = _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d);
-        let dd = _mm_mul_ps(_mm_set1_ps(bx.d.to_f32()), da);
-        let dm = _mm_mul_ps(_mm_set1_ps(bx.dmin.to_f32()), da);
-        // Per token: the four pairs' sums; transposed to per pair: the four tokens' sums.
-        let mut is = [_mm_setzero_si128(); 4];
-        let mut ms = [_mm_setzero_si128(); 4];
-        for t in 0..4 {
-            (is[t], ms[t]) = q4k_pair_sums_v(&w, &y[t][b]);
-        }
-        let is = transpose4(is);
-        let ms = transpose4(ms);
-        for p in 0..4 {
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is[p]), dd, acc);
-            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(ms[p]), dm, acc_min);
-        }
-    }
-    let mut out = [0.0f32; 4];
-    // SAFETY: 16 writable bytes.
-    unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min)) };
-    out
 }
 
 /// # Safety
@@ -1051,6 +957,109 @@ pub unsafe fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     }
     acc.finish()
 }
+
+// The four-token K-quant kernels, generated for a feature set: here for AVX2, and again in the VNNI
+// tier with AVX-512F/VL, whose 32 vector registers hold an unpacked super-block with room to spare
+// where AVX2's 16 spill it to the stack (same instructions otherwise, so the same bits).
+macro_rules! k_quant_x4_kernels {
+    ($features:literal) => {
+        /// [`dot_q6k_q8k_tiled`] for four activation rows at once: each weight super-block is unpacked once for
+        /// all four. Bit-identical to four single calls.
+        ///
+        /// # Safety
+        /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI tier's).
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            let mut acc = [TiledAcc::default(); 4];
+            for (b, bx) in x.iter().enumerate() {
+                let w = q6k_unpack(bx);
+                let d = bx.d.to_f32();
+                for t in 0..4 {
+                    let by = &y[t][b];
+                    acc[t].add((hsum_epi32(q6k_lanes_of(&w, by)), 0, d, 0.0, by.d));
+                }
+            }
+            acc.map(TiledAcc::finish)
+        }
+
+        /// [`vec_dot_q6k_q8k`] for four activation rows (four decoding sequences), the weight super-block
+        /// unpacked once for all four. Bit-identical to four single calls.
+        ///
+        /// # Safety
+        /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI tier's).
+        #[target_feature(enable = $features)]
+        pub unsafe fn vec_dot_q6k_q8k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (b, bx) in x.iter().enumerate() {
+                let w = q6k_unpack(bx);
+                for t in 0..4 {
+                    let by = &y[t][b];
+                    acc[t] = _mm256_fmadd_ps(scaled_x8(by.d, bx.d), _mm256_cvtepi32_ps(q6k_lanes_of(&w, by)), acc[t]);
+                }
+            }
+            [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
+        }
+
+        /// [`dot_q4k_q8k_rows`] for four activation rows (four decoding sequences): each weight super-block is
+        /// unpacked once for all four. Bit-identical to four single calls.
+        ///
+        /// # Safety
+        /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI tier's).
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4k_q8k_rows_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            let mut acc = [RowsAcc::default(); 4];
+            for (b, bx) in x.iter().enumerate() {
+                let w = q4k_unpack(bx);
+                let (d, dmin) = (bx.d.to_f32(), bx.dmin.to_f32());
+                for t in 0..4 {
+                    let by = &y[t][b];
+                    let p = q4k_pair_lanes(&w, by);
+                    let sumi = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+                    let (isum, imin) = (hsum_epi32(sumi), hsum_epi32(q4k_min_lanes(&w, by)));
+                    acc[t].add((isum, imin, d, dmin, by.d));
+                }
+            }
+            [acc[0].finish(), acc[1].finish(), acc[2].finish(), acc[3].finish()]
+        }
+
+        /// [`dot_q4k_q8k_rows_by_64`] for four activation rows at once: each weight super-block is unpacked once
+        /// for all four, and their four accumulation chains interleave. Bit-identical to four single calls.
+        ///
+        /// # Safety
+        /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI tier's).
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4k_q8k_rows_by_64_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            // The four tokens' float chains run in the four lanes of one register: lane t takes exactly the
+            // scalar steps of `RowsAcc::add` for token t (d·da, then a fused multiply-add per pair of
+            // sub-blocks, in pair order), so each lane's bits are the single-row kernel's.
+            let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
+            for (b, bx) in x.iter().enumerate() {
+                let w = q4k_unpack(bx);
+                let da = _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d);
+                let dd = _mm_mul_ps(_mm_set1_ps(bx.d.to_f32()), da);
+                let dm = _mm_mul_ps(_mm_set1_ps(bx.dmin.to_f32()), da);
+                // Per token: the four pairs' sums; transposed to per pair: the four tokens' sums.
+                let mut is = [_mm_setzero_si128(); 4];
+                let mut ms = [_mm_setzero_si128(); 4];
+                for t in 0..4 {
+                    (is[t], ms[t]) = q4k_pair_sums_v(&w, &y[t][b]);
+                }
+                let is = transpose4(is);
+                let ms = transpose4(ms);
+                for p in 0..4 {
+                    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is[p]), dd, acc);
+                    acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(ms[p]), dm, acc_min);
+                }
+            }
+            let mut out = [0.0f32; 4];
+            // SAFETY: 16 writable bytes.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min)) };
+            out
+        }
+    };
+}
+k_quant_x4_kernels!("avx2,fma,f16c");
+pub(super) use k_quant_x4_kernels;
 
 // ---------------------------------------------------------------------------------------------------
 // Plain float rows. `x` and `y` hold at least `n` elements as little-endian bytes, any alignment.

@@ -442,7 +442,8 @@ static AVX2: Kernels = Kernels {
     quantize_q8_k: avx2::quantize_q8_k,
 };
 
-/// The AVX2 set with the 32-element block formats' dot products on AVX-512 VNNI (same bits).
+/// The AVX2 set with the 32-element block formats' dot products on AVX-512 VNNI, and the four-token
+/// K-quant kernels with AVX-512's 32 registers (same bits).
 #[cfg(target_arch = "x86_64")]
 static AVX512VNNI: Kernels = Kernels {
     tier: "avx512vnni",
@@ -450,6 +451,10 @@ static AVX512VNNI: Kernels = Kernels {
     q4_1: vnni::vec_dot_q4_1_q8_1,
     q5_0: vnni::vec_dot_q5_0_q8_0,
     q8_0: vnni::vec_dot_q8_0_q8_0,
+    q4k_rows_by_64_x4: vnni::dot_q4k_q8k_rows_by_64_x4,
+    q4k_rows_x4: vnni::dot_q4k_q8k_rows_x4,
+    q6k_tiled_x4: vnni::dot_q6k_q8k_tiled_x4,
+    q6k_x4: vnni::vec_dot_q6k_q8k_x4,
     q4_0_x4: vnni::vec_dot_q4_0_q8_0_x4,
     q4_1_x4: vnni::vec_dot_q4_1_q8_1_x4,
     q5_0_x4: vnni::vec_dot_q5_0_q8_0_x4,

@@ -9,7 +9,11 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{bits_to_bytes, f16_product, f16_x8, hsum_ps, lanes_x4, load_i8x32, nibbles};
+use super::accumulate::{RowsAcc, TiledAcc};
+use super::avx2::{
+    bits_to_bytes, f16_product, f16_x8, hsum_epi32, hsum_ps, k_quant_x4_kernels, lanes_x4, load_i8x32, nibbles, q4k_min_lanes,
+    q4k_pair_lanes, q4k_pair_sums_v, q4k_unpack, q6k_lanes_of, q6k_unpack, scaled_x8, transpose4,
+};
 use super::blocks::*;
 
 /// Whether the CPU has AVX-512 VNNI with 256-bit forms (and the AVX2 set these kernels build on).
@@ -288,3 +292,8 @@ pub unsafe fn vec_dot_q8_0_q8_0_r2(x: [&[BlockQ8_0]; 2], y: &[BlockQ8_0]) -> [f3
     // q + 128 is q with its sign bit flipped.
     rows_x2!(x, y, 128u8, |bx| _mm256_xor_si256(load_i8x32(&bx.qs), _mm256_set1_epi8(0x80u8 as i8)))
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The AVX2 tier's four-token K-quant kernels, compiled with AVX-512F/VL for its 32 vector registers.
+
+k_quant_x4_kernels!("avx2,fma,f16c,avx512f,avx512vl");
