@@ -606,7 +606,7 @@ pub(super) fn q4k_min_lanes(w: &Q4kWeights, by: &BlockQ8K) -> __m256i {
 /// [`scalar::q4k_isums`](super::scalar::q4k_isums).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4k_lanes(bx: &BlockQ4K, by: &BlockQ8K) -> (__m256i, __m256i) {
+pub(super) fn q4k_lanes(bx: &BlockQ4K, by: &BlockQ8K) -> (__m256i, __m256i) {
     let w = q4k_unpack(bx);
     let p = q4k_pair_lanes(&w, by);
     let sumi = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
@@ -659,7 +659,7 @@ pub(super) fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
 /// Four 8-lane i32 vectors summed each: lane r of the result is the sum of `v[r]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum4_epi32(v: [__m256i; 4]) -> __m128i {
+pub(super) fn hsum4_epi32(v: [__m256i; 4]) -> __m128i {
     // hadd twice leaves [s0 s1 s2 s3] as partial sums in each 128-bit half.
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
@@ -811,25 +811,8 @@ pub(super) fn q6k_lanes_of(w: &Q6kWeights, by: &BlockQ8K) -> __m256i {
 /// One `Q6_K` super-block against its `Q8_K` in 8 exact i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
+pub(super) fn q6k_lanes(bx: &BlockQ6K, by: &BlockQ8K) -> __m256i {
     q6k_lanes_of(&q6k_unpack(bx), by)
-}
-
-/// [`vec_dot_q6k_q8k`] for two weight rows against one activation row (decode): two independent chains,
-/// each the single-row kernel's steps (same bits).
-///
-/// # Safety
-/// Requires AVX2, FMA and F16C; both rows have `y.len()` super-blocks or more.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q6k_q8k_r2(x: [&[BlockQ6K]; 2], y: &[BlockQ8K]) -> [f32; 2] {
-    let nb = y.len();
-    let (x0, x1) = (&x[0][..nb], &x[1][..nb]);
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for (b, by) in y.iter().enumerate() {
-        acc0 = _mm256_fmadd_ps(scaled_x8(by.d, x0[b].d), _mm256_cvtepi32_ps(q6k_lanes(&x0[b], by)), acc0);
-        acc1 = _mm256_fmadd_ps(scaled_x8(by.d, x1[b].d), _mm256_cvtepi32_ps(q6k_lanes(&x1[b], by)), acc1);
-    }
-    [hsum_ps(acc0), hsum_ps(acc1)]
 }
 
 /// [`scalar::q6k_isum`](super::scalar::q6k_isum), vectorised.
@@ -886,29 +869,6 @@ pub unsafe fn dot_q4k_q8k_rows(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     _mm_cvtss_f32(_mm_sub_ss(state, _mm_movehdup_ps(state)))
 }
 
-/// [`dot_q4k_q8k_rows`] for two weight rows against one activation row (decode): both rows' sums go
-/// through one horizontal reduction per super-block, and their float chains run side by side in one
-/// register (lanes 0-1 row 0's acc and acc_min, lanes 2-3 row 1's), each the single-row kernel's steps.
-///
-/// # Safety
-/// Requires AVX2, FMA and F16C; both rows have `y.len()` super-blocks or more.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4k_q8k_rows_r2(x: [&[BlockQ4K]; 2], y: &[BlockQ8K]) -> [f32; 2] {
-    let nb = y.len();
-    let (x0, x1) = (&x[0][..nb], &x[1][..nb]);
-    let mut state = _mm_setzero_ps();
-    for (b, by) in y.iter().enumerate() {
-        let (s0, m0) = q4k_lanes(&x0[b], by);
-        let (s1, m1) = q4k_lanes(&x1[b], by);
-        let sums = _mm_cvtepi32_ps(hsum4_epi32([s0, m0, s1, m1]));
-        let scales = _mm_mul_ps(f16_x4([x0[b].d, x0[b].dmin, x1[b].d, x1[b].dmin]), _mm_set1_ps(by.d));
-        state = _mm_fmadd_ps(sums, scales, state);
-    }
-    // acc − acc_min of each row: lanes 0 − 1 and 2 − 3.
-    let diff = _mm_sub_ps(state, _mm_movehdup_ps(state));
-    [_mm_cvtss_f32(diff), _mm_cvtss_f32(_mm_movehl_ps(diff, diff))]
-}
-
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -958,10 +918,10 @@ pub unsafe fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     acc.finish()
 }
 
-// The four-token K-quant kernels, generated for a feature set: here for AVX2, and again in the VNNI
+// The K-quant kernels over several rows or tokens, generated for a feature set: here for AVX2, and again in the VNNI
 // tier with AVX-512F/VL, whose 32 vector registers hold an unpacked super-block with room to spare
 // where AVX2's 16 spill it to the stack (same instructions otherwise, so the same bits).
-macro_rules! k_quant_x4_kernels {
+macro_rules! k_quant_multi_kernels {
     ($features:literal) => {
         /// [`dot_q6k_q8k_tiled`] for four activation rows at once: each weight super-block is unpacked once for
         /// all four. Bit-identical to four single calls.
@@ -1056,10 +1016,52 @@ macro_rules! k_quant_x4_kernels {
             unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min)) };
             out
         }
+
+        /// [`dot_q4k_q8k_rows`] for two weight rows against one activation row (decode): both rows' sums go
+        /// through one horizontal reduction per super-block, and their float chains run side by side in one
+        /// register (lanes 0-1 row 0's acc and acc_min, lanes 2-3 row 1's), each the single-row kernel's steps.
+        ///
+        /// # Safety
+        /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI
+        /// tier's); both rows have `y.len()` super-blocks or more.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4k_q8k_rows_r2(x: [&[BlockQ4K]; 2], y: &[BlockQ8K]) -> [f32; 2] {
+            let nb = y.len();
+            let (x0, x1) = (&x[0][..nb], &x[1][..nb]);
+            let mut state = _mm_setzero_ps();
+            for (b, by) in y.iter().enumerate() {
+                let (s0, m0) = q4k_lanes(&x0[b], by);
+                let (s1, m1) = q4k_lanes(&x1[b], by);
+                let sums = _mm_cvtepi32_ps(hsum4_epi32([s0, m0, s1, m1]));
+                let scales = _mm_mul_ps(f16_x4([x0[b].d, x0[b].dmin, x1[b].d, x1[b].dmin]), _mm_set1_ps(by.d));
+                state = _mm_fmadd_ps(sums, scales, state);
+            }
+            // acc − acc_min of each row: lanes 0 − 1 and 2 − 3.
+            let diff = _mm_sub_ps(state, _mm_movehdup_ps(state));
+            [_mm_cvtss_f32(diff), _mm_cvtss_f32(_mm_movehl_ps(diff, diff))]
+        }
+
+        /// [`vec_dot_q6k_q8k`] for two weight rows against one activation row (decode): two independent chains,
+        /// each the single-row kernel's steps (same bits).
+        ///
+        /// # Safety
+        /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI
+        /// tier's); both rows have `y.len()` super-blocks or more.
+        #[target_feature(enable = $features)]
+        pub unsafe fn vec_dot_q6k_q8k_r2(x: [&[BlockQ6K]; 2], y: &[BlockQ8K]) -> [f32; 2] {
+            let nb = y.len();
+            let (x0, x1) = (&x[0][..nb], &x[1][..nb]);
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for (b, by) in y.iter().enumerate() {
+                acc0 = _mm256_fmadd_ps(scaled_x8(by.d, x0[b].d), _mm256_cvtepi32_ps(q6k_lanes(&x0[b], by)), acc0);
+                acc1 = _mm256_fmadd_ps(scaled_x8(by.d, x1[b].d), _mm256_cvtepi32_ps(q6k_lanes(&x1[b], by)), acc1);
+            }
+            [hsum_ps(acc0), hsum_ps(acc1)]
+        }
     };
 }
-k_quant_x4_kernels!("avx2,fma,f16c");
-pub(super) use k_quant_x4_kernels;
+k_quant_multi_kernels!("avx2,fma,f16c");
+pub(super) use k_quant_multi_kernels;
 
 // ---------------------------------------------------------------------------------------------------
 // Plain float rows. `x` and `y` hold at least `n` elements as little-endian bytes, any alignment.

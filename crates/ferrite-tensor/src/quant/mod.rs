@@ -452,6 +452,8 @@ static AVX512VNNI: Kernels = Kernels {
     q5_0: vnni::vec_dot_q5_0_q8_0,
     q8_0: vnni::vec_dot_q8_0_q8_0,
     q4k_rows_by_64_x4: vnni::dot_q4k_q8k_rows_by_64_x4,
+    q4k_rows_r2: Some(vnni::dot_q4k_q8k_rows_r2),
+    q6k_r2: Some(vnni::vec_dot_q6k_q8k_r2),
     q4k_rows_x4: vnni::dot_q4k_q8k_rows_x4,
     q6k_tiled_x4: vnni::dot_q6k_q8k_tiled_x4,
     q6k_x4: vnni::vec_dot_q6k_q8k_x4,

@@ -11,8 +11,8 @@ use core::arch::x86_64::*;
 
 use super::accumulate::{RowsAcc, TiledAcc};
 use super::avx2::{
-    bits_to_bytes, f16_product, f16_x8, hsum_epi32, hsum_ps, k_quant_x4_kernels, lanes_x4, load_i8x32, nibbles, q4k_min_lanes,
-    q4k_pair_lanes, q4k_pair_sums_v, q4k_unpack, q6k_lanes_of, q6k_unpack, scaled_x8, transpose4,
+    bits_to_bytes, f16_product, f16_x4, f16_x8, hsum_epi32, hsum_ps, hsum4_epi32, k_quant_multi_kernels, lanes_x4, load_i8x32, nibbles,
+    q4k_lanes, q4k_min_lanes, q4k_pair_lanes, q4k_pair_sums_v, q4k_unpack, q6k_lanes, q6k_lanes_of, q6k_unpack, scaled_x8, transpose4,
 };
 use super::blocks::*;
 
@@ -294,6 +294,7 @@ pub unsafe fn vec_dot_q8_0_q8_0_r2(x: [&[BlockQ8_0]; 2], y: &[BlockQ8_0]) -> [f3
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The AVX2 tier's four-token K-quant kernels, compiled with AVX-512F/VL for its 32 vector registers.
+// The AVX2 tier's K-quant kernels over several rows or tokens, compiled with AVX-512F/VL for its 32
+// vector registers.
 
-k_quant_x4_kernels!("avx2,fma,f16c,avx512f,avx512vl");
+k_quant_multi_kernels!("avx2,fma,f16c,avx512f,avx512vl");
