@@ -1,11 +1,12 @@
 //! Single-thread matrix × vector throughput of one weight format, in weight bytes read per second: a
 //! kernel micro-benchmark (not a test), for comparing kernel variants without a whole model.
 //!
-//!     cargo run --release -p ferrite-tensor --example kbench -- [ROWS] [ITERS] [TYPE]
+//!     cargo run --release -p ferrite-tensor --example kbench -- [ROWS] [ITERS] [TYPE] [TOKENS]
 //!
 //! TYPE is q4_0, q8_0, q4_k or q6_k (default q4_0); rows have 2048 columns. 256 rows (about 0.3 MiB of
 //! Q4_0) stay in L2, so the kernel's arithmetic sets the pace; 32768 rows or more come from DRAM.
-//! `FERRITE_KERNELS` caps the kernel tier as usual.
+//! TOKENS (default 1) activation rows per product: 1 is decode, 16 or more prompt processing (bytes
+//! per second still count the weights once per product). `FERRITE_KERNELS` caps the kernel tier.
 
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ fn main() {
         "q6_k" => DType::Q6K,
         other => panic!("unknown TYPE {other}: q4_0, q8_0, q4_k or q6_k"),
     };
+    let tokens: usize = arg(4).map_or(1, |s| s.parse().expect("TOKENS: a number"));
     let cols = 2048;
     let block_bytes = dtype.type_size();
     // Random quants; the f16 scales (first bytes of a block, last two of Q6_K) set to 0.0079 so every
@@ -39,16 +41,21 @@ fn main() {
         .collect();
     let bytes = data.len();
     let w = QMatrix::from_vec(dtype, rows, cols, data).expect("matrix");
-    let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 100) as f32 / 50.0 - 1.0).collect();
-    let mut y = vec![0f32; rows];
+    let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 100) as f32 / 50.0 - 1.0).collect();
+    let mut y = vec![0f32; tokens * rows];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
     pool.install(|| {
-        matmul(&w, &x, 1, &mut y).expect("matmul");
+        matmul(&w, &x, tokens, &mut y).expect("matmul");
         let start = Instant::now();
         for _ in 0..iters {
-            matmul(&w, &x, 1, &mut y).expect("matmul");
+            matmul(&w, &x, tokens, &mut y).expect("matmul");
         }
         let secs = start.elapsed().as_secs_f64();
-        println!("{dtype} {rows}x{cols}, {} kernels: {:.2} GB/s", quant::kernel_tier(), (bytes * iters) as f64 / secs / 1e9);
+        let gbps = (bytes * iters) as f64 / secs / 1e9;
+        println!(
+            "{dtype} {rows}x{cols} × {tokens} tokens, {} kernels: {gbps:.2} GB/s of weights, {:.0} tokens/s",
+            quant::kernel_tier(),
+            (tokens * iters) as f64 / secs
+        );
     });
 }

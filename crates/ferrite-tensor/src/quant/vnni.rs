@@ -176,8 +176,13 @@ fn lane_x8<const R: i32>(v: __m128) -> __m256 {
     _mm256_broadcastss_ps(_mm_permute_ps::<R>(v))
 }
 
+// The weights enter `vpdpbusd` unsigned, as stored (`q + o`), with the accumulator started at
+// `−o·Σy` for each lane's four activations (one `vpdpbusd` per token and block, shared by the four
+// rows): each lane ends at the exact integer of the signed kernels, for one instruction per row and
+// token instead of three.
 macro_rules! lanes_4x4 {
-    ($x:expr, $y:expr, |$bx:ident| $unpack:expr, $dot:ident) => {{
+    ($x:expr, $y:expr, $o:expr, |$bx:ident| $unsigned:expr) => {{
+        let zero = _mm256_setzero_si256();
         let mut acc = [[_mm256_setzero_ps(); 4]; 4];
         let nb = $x[0].len();
         // Every row has nb blocks: checked once here, so the loop indexes without bounds checks.
@@ -190,7 +195,7 @@ macro_rules! lanes_4x4 {
             let mut packed = 0u64;
             for i in 0..4 {
                 let $bx = &xr[i][b];
-                qx[i] = $unpack;
+                qx[i] = $unsigned;
                 // The four rows' scales as f32 (exact), from one 64-bit move.
                 packed |= ($bx.d.to_bits() as u64) << (16 * i);
             }
@@ -198,10 +203,11 @@ macro_rules! lanes_4x4 {
             for t in 0..4 {
                 let by = &yr[t][b];
                 let qy = load_i8x32(&by.qs);
+                let off = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8($o as i8), qy));
                 let d = _mm_mul_ps(wd, _mm_cvtph_ps(_mm_set1_epi16(by.d.to_bits() as i16)));
                 let ds = [lane_x8::<0x00>(d), lane_x8::<0x55>(d), lane_x8::<0xAA>(d), lane_x8::<0xFF>(d)];
                 for r in 0..4 {
-                    acc[r][t] = _mm256_fmadd_ps(ds[r], _mm256_cvtepi32_ps($dot(qx[r], qy)), acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(ds[r], _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(off, qx[r], qy)), acc[r][t]);
                 }
             }
         }
@@ -219,21 +225,26 @@ macro_rules! lanes_4x4 {
 /// As [`vec_dot_q4_0_q8_0`]; all rows have the same number of blocks.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q4_0_q8_0_4x4(x: [&[BlockQ4_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
-    lanes_4x4!(x, y, |bx| q4_0_weights(bx), dot_i8_i8)
+    lanes_4x4!(x, y, 8u8, |bx| nibbles_u8(&bx.qs))
 }
 
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0_4x4`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q5_0_q8_0_4x4(x: [&[BlockQ5_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
-    lanes_4x4!(x, y, |bx| q5_0_weights(bx), dot_i8_i8)
+    // Stored as q + 16: the nibble with the fifth bit as bit 4.
+    lanes_4x4!(x, y, 16u8, |bx| _mm256_or_si256(
+        nibbles_u8(&bx.qs),
+        _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0x10))
+    ))
 }
 
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0_4x4`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q8_0_q8_0_4x4(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
-    lanes_4x4!(x, y, |bx| load_i8x32(&bx.qs), dot_i8_i8)
+    // q + 128 is q with its sign bit flipped.
+    lanes_4x4!(x, y, 128u8, |bx| _mm256_xor_si256(load_i8x32(&bx.qs), _mm256_set1_epi8(0x80u8 as i8)))
 }
 
 // ---------------------------------------------------------------------------------------------------
