@@ -930,16 +930,20 @@ macro_rules! k_quant_multi_kernels {
         /// Requires the CPU features of this copy's tier (AVX2, FMA and F16C; and AVX-512F/VL in the VNNI tier's).
         #[target_feature(enable = $features)]
         pub unsafe fn dot_q6k_q8k_tiled_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            let mut acc = [TiledAcc::default(); 4];
+            // The four tokens' chains in the four lanes of one register, each `TiledAcc::add`'s steps
+            // (with no mins its first fused multiply-add is the product `isum·d_w`), so each lane has
+            // the single-row kernel's bits; the four integer sums share one horizontal reduction.
+            let mut acc = _mm_setzero_ps();
             for (b, bx) in x.iter().enumerate() {
                 let w = q6k_unpack(bx);
-                let d = bx.d.to_f32();
-                for t in 0..4 {
-                    let by = &y[t][b];
-                    acc[t].add((hsum_epi32(q6k_lanes_of(&w, by)), 0, d, 0.0, by.d));
-                }
+                let l = [q6k_lanes_of(&w, &y[0][b]), q6k_lanes_of(&w, &y[1][b]), q6k_lanes_of(&w, &y[2][b]), q6k_lanes_of(&w, &y[3][b])];
+                let r = _mm_mul_ps(_mm_cvtepi32_ps(hsum4_epi32(l)), _mm_cvtph_ps(_mm_set1_epi16(bx.d.to_bits() as i16)));
+                acc = _mm_fmadd_ps(r, _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d), acc);
             }
-            acc.map(TiledAcc::finish)
+            let mut out = [0.0f32; 4];
+            // SAFETY: 16 writable bytes.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), acc) };
+            out
         }
 
         /// [`vec_dot_q6k_q8k`] for four activation rows (four decoding sequences), the weight super-block

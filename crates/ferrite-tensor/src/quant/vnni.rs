@@ -9,7 +9,7 @@
 
 use core::arch::x86_64::*;
 
-use super::accumulate::{RowsAcc, TiledAcc};
+use super::accumulate::RowsAcc;
 use super::avx2::{
     bits_to_bytes, f16_product, f16_x4, f16_x8, hsum_epi32, hsum_ps, hsum4_epi32, k_quant_multi_kernels, lanes_x4, load_i8x32, nibbles,
     q4k_lanes, q4k_min_lanes, q4k_pair_lanes, q4k_pair_sums_v, q4k_unpack, q6k_lanes, q6k_lanes_of, q6k_unpack, scaled_x8, transpose4,
