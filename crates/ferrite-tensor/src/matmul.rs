@@ -6,9 +6,15 @@
 //!
 //! [`matmul`] does what ggml's `mul_mat` does on the CPU:
 //! 1. quantize each activation row once to the weight's [`vec_dot_type`];
-//! 2. split the weight rows into tasks for the current rayon pool ([`par::for_each`]), and within each task walk a small tile of
-//!    rows at a time, taking its dot product with every token before moving on — so each weight byte is
-//!    read from memory once per call, whatever the number of tokens (decode is memory-bound).
+//! 2. split the weight rows into tasks of at most 256 KiB for the current rayon pool
+//!    ([`par::for_each`]), and within each task walk a small tile of rows at a time, taking its dot
+//!    product with every token before moving on — so each weight byte is read from memory once per
+//!    call, whatever the number of tokens (decode is memory-bound). Four tokens share each weight
+//!    block's unpacking (and, where the CPU has the kernel, four rows each activation block's); a
+//!    token left alone pairs each row of the tile's first half with its twin in the second half, two
+//!    accumulation chains where one row alone waits on its own multiply-adds, in two sequential
+//!    streams the hardware prefetcher follows (adjacent rows, interleaved, defeat it). A lone token
+//!    (decode) takes the whole task as one such pair of halves.
 //!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
 //! sequence the token belongs to ([`accumulation`]), so results do not depend on the number of threads,

@@ -9,7 +9,8 @@
 //! One delay remains: a helper descheduled *in the middle of* a task holds that task until the
 //! operating system runs it again, which can take milliseconds — longer than a whole decode step's
 //! matrix product. So each call measures how long the caller waited with nothing left to claim, and
-//! when that wait is long, both absolutely and against the call's time, the following
+//! when that wait is long — absolutely, against the caller's own tasks (a helper finishing its last
+//! task keeps the caller waiting up to one task's time) and against the call's — the following
 //! [`SOLO_CALLS`] calls run on the caller alone before helpers are tried again. With a busy
 //! neighbour on one of two cores, decoding then runs at least at its one-thread speed instead of
 //! collapsing; without one, waits stay at a task's length and every call uses every thread.
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 /// when helpers are late again soon after the last solo spell, so a lasting neighbour costs few probes.
 pub const SOLO_CALLS: u32 = 512;
 const MAX_SOLO_CALLS: u32 = 16 * SOLO_CALLS;
-/// A wait for helpers at least this long (and a quarter of the call) sends the next calls solo.
+/// A wait for helpers at least this long (and twice a task, and a quarter of the call) sends the next
+/// calls solo.
 const LONG_WAIT: Duration = Duration::from_micros(250);
 
 static SOLO_LEFT: AtomicU32 = AtomicU32::new(0);
@@ -52,13 +54,15 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
-    /// Claims and runs tasks until none are left.
-    fn work(&self) {
+    /// Claims and runs tasks until none are left; returns how many it ran.
+    fn work(&self) -> usize {
+        let mut ran = 0;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             if i >= self.n {
-                return;
+                return ran;
             }
+            ran += 1;
             // SAFETY: task i < n is not done yet, so the caller is still waiting and `f` is alive.
             let f = unsafe { &*self.f };
             if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
@@ -83,14 +87,13 @@ pub fn for_each<F: Fn(usize) + Sync>(n: usize, f: F) {
     let f: &(dyn Fn(usize) + Sync) = &f;
     // SAFETY: only the lifetime is erased; `Shared` dereferences it only while this call waits.
     let f: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(f as *const (dyn Fn(usize) + Sync)) };
-    let shared =
-        Arc::new(Shared { next: AtomicUsize::new(0), done: AtomicUsize::new(0), n, panicked: AtomicBool::new(false), f });
+    let shared = Arc::new(Shared { next: AtomicUsize::new(0), done: AtomicUsize::new(0), n, panicked: AtomicBool::new(false), f });
     for _ in 0..helpers {
         let s = Arc::clone(&shared);
-        rayon::spawn(move || s.work());
+        rayon::spawn(move || _ = s.work());
     }
     let start = Instant::now();
-    shared.work();
+    let mine = shared.work();
     let ran_out = start.elapsed();
     let mut spins = 0u32;
     while shared.done.load(Ordering::Acquire) < n {
@@ -102,7 +105,7 @@ pub fn for_each<F: Fn(usize) + Sync>(n: usize, f: F) {
         }
     }
     let total = start.elapsed();
-    observe(total - ran_out, total);
+    observe(total - ran_out, ran_out / mine.max(1) as u32, total);
     if shared.panicked.load(Ordering::Relaxed) {
         panic!("a parallel task panicked");
     }
@@ -132,8 +135,11 @@ fn go_solo() -> bool {
     left > 0 && SOLO_LEFT.compare_exchange(left, left - 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
-fn observe(waited: Duration, total: Duration) {
-    if waited >= LONG_WAIT && waited * 4 >= total {
+/// `waited`: the caller's wait for helpers after the last task was claimed; `task`: how long the
+/// caller's own tasks took on average (a helper busy with its last task keeps it waiting about that
+/// long); `total`: the call.
+fn observe(waited: Duration, task: Duration, total: Duration) {
+    if waited >= LONG_WAIT && waited >= 2 * task && waited * 4 >= total {
         // Late again within a couple of spells' worth of parallel calls: the neighbour is still there.
         let recent = PARALLEL_SINCE_SPELL.swap(0, Ordering::Relaxed) < 2 * SOLO_CALLS;
         let length = if recent { (SOLO_LENGTH.load(Ordering::Relaxed) * 2).min(MAX_SOLO_CALLS) } else { SOLO_CALLS };
