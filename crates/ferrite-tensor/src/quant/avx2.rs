@@ -566,16 +566,17 @@ pub(super) fn q4k_unpack(bx: &BlockQ4K) -> Q4kWeights {
     // The eight scales as i16 in each 128-bit half; sub-block k's is spread over all 16 lanes by a
     // byte shuffle (one instruction, where a broadcast from a general register takes two).
     let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-    let spread = |k: i16| _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k));
-    let q4 = bx.qs.as_chunks::<32>().0;
     let zero = _mm256_setzero_si256();
     let mut w = Q4kWeights { nibbles: [(zero, zero); 4], scales: [(zero, zero); 4], mins: mins_x2(mn.to_le_bytes()) };
-    // Plain loops, not closures: a closure does not inherit this function's target features.
-    for j in 0..4 {
-        let bits = load_u8x32(&q4[j]);
+    // Plain loops, not closures, to keep everything inlined into this function's target features.
+    for (j, q4) in bx.qs.as_chunks::<32>().0.iter().enumerate() {
+        let bits = load_u8x32(q4);
         w.nibbles[j] = (_mm256_and_si256(bits, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4));
+        // Byte pair (2k, 2k+1) is scale k as an i16: shuffle indices for sub-blocks 2j and 2j+1.
         let k = 2 * j as i16;
-        w.scales[j] = (_mm256_shuffle_epi8(sc16, spread(k)), _mm256_shuffle_epi8(sc16, spread(k + 1)));
+        let lo = _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k));
+        let hi = _mm256_set1_epi16(((2 * k + 3) << 8) | (2 * k + 2));
+        w.scales[j] = (_mm256_shuffle_epi8(sc16, lo), _mm256_shuffle_epi8(sc16, hi));
     }
     w
 }
