@@ -618,18 +618,12 @@ pub(super) fn q4k_lanes(bx: &BlockQ4K, by: &BlockQ8K) -> (__m256i, __m256i) {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q4k_pair_sums(w: &Q4kWeights, by: &BlockQ8K) -> [(i32, i32); 4] {
-    let pair = q4k_pair_lanes(w, by);
-    // Four horizontal sums at once: hadd twice leaves [p0 p1 p2 p3] in each 128-bit half.
-    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
-    let isums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-    // Mins: pair j is lanes 2j + 2j+1.
-    let m = q4k_min_lanes(w, by);
-    let m = _mm256_permute4x64_epi64::<0b1000>(_mm256_hadd_epi32(m, m));
+    let (isums, mins) = q4k_pair_sums_v(w, by);
     let (mut i, mut n) = ([0i32; 4], [0i32; 4]);
     // SAFETY: 16 writable bytes each.
     unsafe {
         _mm_storeu_si128(i.as_mut_ptr().cast(), isums);
-        _mm_storeu_si128(n.as_mut_ptr().cast(), _mm256_castsi256_si128(m));
+        _mm_storeu_si128(n.as_mut_ptr().cast(), mins);
     }
     [(i[0], n[0]), (i[1], n[1]), (i[2], n[2]), (i[3], n[3])]
 }
@@ -638,9 +632,8 @@ fn q4k_pair_sums(w: &Q4kWeights, by: &BlockQ8K) -> [(i32, i32); 4] {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) fn q4k_pair_sums_v(w: &Q4kWeights, by: &BlockQ8K) -> (__m128i, __m128i) {
-    let pair = q4k_pair_lanes(w, by);
-    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
-    let isums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let isums = hsum4_epi32(q4k_pair_lanes(w, by));
+    // Mins: pair j is lanes 2j + 2j+1.
     let m = q4k_min_lanes(w, by);
     let m = _mm256_permute4x64_epi64::<0b1000>(_mm256_hadd_epi32(m, m));
     (isums, _mm256_castsi256_si128(m))
@@ -919,9 +912,10 @@ pub unsafe fn dot_q6k_q8k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     acc.finish()
 }
 
-// The K-quant kernels over several rows or tokens, generated for a feature set: here for AVX2, and again in the VNNI
-// tier with AVX-512F/VL, whose 32 vector registers hold an unpacked super-block with room to spare
-// where AVX2's 16 spill it to the stack (same instructions otherwise, so the same bits).
+// The K-quant kernels over several rows or tokens, generated for a feature set: here for AVX2, and
+// again in the VNNI tier with AVX-512F/VL, whose 32 vector registers hold an unpacked super-block
+// with room to spare where AVX2's 16 spill it to the stack (same instructions otherwise, so the same
+// bits).
 macro_rules! k_quant_multi_kernels {
     ($features:literal) => {
         /// [`dot_q6k_q8k_tiled`] for four activation rows at once: each weight super-block is unpacked once for

@@ -82,13 +82,28 @@ fn nibbles_u8(qs: &[u8; 16]) -> __m256i {
     _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0F))
 }
 
-/// `Σ (q − o)·y` in `vpdpbusd`'s lanes for weights stored unsigned as `q + o`: the same exact integers
-/// as the signed products, without making either side signed first.
+/// `−o·Σy` over each lane's four activations: the start of a `vpdpbusd` of weights stored unsigned as
+/// `q + o` (`dpbusd(offset_lanes(o, y), q + o, y)` = `Σ q·y`, the same exact integers as the signed
+/// products, without making either side signed first). One per activation block, shared by all rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 #[inline]
-fn dot_offset(o: u8, qx: __m256i, y: __m256i) -> __m256i {
+fn offset_lanes(o: u8, y: __m256i) -> __m256i {
     let zero = _mm256_setzero_si256();
-    _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, qx, y), _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(o as i8), y))
+    _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(o as i8), y))
+}
+
+/// A `Q5_0` block's values unsigned, as stored (`q + 16`): the nibble with the fifth bit as bit 4.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn q5_0_unsigned(bx: &BlockQ5_0) -> __m256i {
+    _mm256_or_si256(nibbles_u8(&bx.qs), _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0x10)))
+}
+
+/// A `Q8_0` block's values unsigned as `q + 128`: `q` with its sign bit flipped.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn q8_0_unsigned(bx: &BlockQ8_0) -> __m256i {
+    _mm256_xor_si256(load_i8x32(&bx.qs), _mm256_set1_epi8(0x80u8 as i8))
 }
 
 /// # Safety
@@ -98,7 +113,8 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
         let d = _mm256_mul_ps(f16_x8(bx.d), f16_x8(by.d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_offset(8, nibbles_u8(&bx.qs), load_i8x32(&by.qs))), acc);
+        let qy = load_i8x32(&by.qs);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(offset_lanes(8, qy), nibbles_u8(&bx.qs), qy)), acc);
     }
     hsum_ps(acc)
 }
@@ -177,12 +193,10 @@ fn lane_x8<const R: i32>(v: __m128) -> __m256 {
 }
 
 // The weights enter `vpdpbusd` unsigned, as stored (`q + o`), with the accumulator started at
-// `−o·Σy` for each lane's four activations (one `vpdpbusd` per token and block, shared by the four
-// rows): each lane ends at the exact integer of the signed kernels, for one instruction per row and
-// token instead of three.
+// [`offset_lanes`] (one per token and block, shared by the four rows): each lane ends at the exact
+// integer of the signed kernels, for one instruction per row and token instead of three.
 macro_rules! lanes_4x4 {
     ($x:expr, $y:expr, $o:expr, |$bx:ident| $unsigned:expr) => {{
-        let zero = _mm256_setzero_si256();
         let mut acc = [[_mm256_setzero_ps(); 4]; 4];
         let nb = $x[0].len();
         // Every row has nb blocks: checked once here, so the loop indexes without bounds checks.
@@ -203,7 +217,7 @@ macro_rules! lanes_4x4 {
             for t in 0..4 {
                 let by = &yr[t][b];
                 let qy = load_i8x32(&by.qs);
-                let off = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8($o as i8), qy));
+                let off = offset_lanes($o, qy);
                 let d = _mm_mul_ps(wd, _mm_cvtph_ps(_mm_set1_epi16(by.d.to_bits() as i16)));
                 let ds = [lane_x8::<0x00>(d), lane_x8::<0x55>(d), lane_x8::<0xAA>(d), lane_x8::<0xFF>(d)];
                 for r in 0..4 {
@@ -232,27 +246,22 @@ pub unsafe fn vec_dot_q4_0_q8_0_4x4(x: [&[BlockQ4_0]; 4], y: [&[BlockQ8_0]; 4]) 
 /// As [`vec_dot_q4_0_q8_0_4x4`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q5_0_q8_0_4x4(x: [&[BlockQ5_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
-    // Stored as q + 16: the nibble with the fifth bit as bit 4.
-    lanes_4x4!(x, y, 16u8, |bx| _mm256_or_si256(
-        nibbles_u8(&bx.qs),
-        _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0x10))
-    ))
+    lanes_4x4!(x, y, 16u8, |bx| q5_0_unsigned(bx))
 }
 
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0_4x4`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q8_0_q8_0_4x4(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
-    // q + 128 is q with its sign bit flipped.
-    lanes_4x4!(x, y, 128u8, |bx| _mm256_xor_si256(load_i8x32(&bx.qs), _mm256_set1_epi8(0x80u8 as i8)))
+    lanes_4x4!(x, y, 128u8, |bx| q8_0_unsigned(bx))
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Two weight rows × one activation row (decode). One row's blocks form a chain of multiply-adds into
 // the same accumulator, so the single-row kernels wait on the FMA latency; two rows are two chains.
-// The weights enter `vpdpbusd` unsigned, as stored (`q + o`), and the offset comes off through the
-// activation lanes' sums `o·Σy`, computed once for both rows: each i32 lane is the same exact integer
-// as in the signed kernels, and every float step is the single-row kernel's, so the bits are too.
+// The weights enter `vpdpbusd` unsigned, as stored (`q + o`), from the accumulator start
+// [`offset_lanes`], computed once for both rows: each i32 lane is the same exact integer as in the
+// signed kernels, and every float step is the single-row kernel's, so the bits are too.
 // (The caller passes rows far apart: two interleaved streams inside the same pages defeat the
 // hardware prefetcher, two sequential streams do not.)
 
@@ -262,15 +271,14 @@ macro_rules! rows_x2 {
         // Both rows have nb blocks: checked once here, so the loop indexes without bounds checks.
         let xr = [&$x[0][..nb], &$x[1][..nb]];
         let mut acc = [_mm256_setzero_ps(); 2];
-        let zero = _mm256_setzero_si256();
         for (b, by) in $y.iter().enumerate() {
             let qy = load_i8x32(&by.qs);
-            let off = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8($o as i8), qy);
+            let off = offset_lanes($o, qy);
             let yd = f16_x8(by.d);
             // Plain code, no closures: a closure would not inherit this function's target features.
             for r in 0..2 {
                 let $bx = &xr[r][b];
-                let p = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, $unsigned, qy), off);
+                let p = _mm256_dpbusd_epi32(off, $unsigned, qy);
                 acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(f16_x8($bx.d), yd), _mm256_cvtepi32_ps(p), acc[r]);
             }
         }
@@ -289,19 +297,14 @@ pub unsafe fn vec_dot_q4_0_q8_0_r2(x: [&[BlockQ4_0]; 2], y: &[BlockQ8_0]) -> [f3
 /// As [`vec_dot_q4_0_q8_0_r2`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q5_0_q8_0_r2(x: [&[BlockQ5_0]; 2], y: &[BlockQ8_0]) -> [f32; 2] {
-    // Stored as q + 16: the nibble with the fifth bit as bit 4.
-    rows_x2!(x, y, 16u8, |bx| _mm256_or_si256(
-        nibbles_u8(&bx.qs),
-        _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0x10))
-    ))
+    rows_x2!(x, y, 16u8, |bx| q5_0_unsigned(bx))
 }
 
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0_r2`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q8_0_q8_0_r2(x: [&[BlockQ8_0]; 2], y: &[BlockQ8_0]) -> [f32; 2] {
-    // q + 128 is q with its sign bit flipped.
-    rows_x2!(x, y, 128u8, |bx| _mm256_xor_si256(load_i8x32(&bx.qs), _mm256_set1_epi8(0x80u8 as i8)))
+    rows_x2!(x, y, 128u8, |bx| q8_0_unsigned(bx))
 }
 
 // ---------------------------------------------------------------------------------------------------
