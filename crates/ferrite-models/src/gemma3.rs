@@ -111,7 +111,8 @@ impl Gemma3 {
             })
             .collect::<Result<_, ModelError>>()?;
         let norm = l.vector("output_norm.weight", dim)?;
-        let output = if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { Linear { w: embed.clone(), b: None } };
+        let output =
+            if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { Linear::new(embed.clone(), None) };
         Ok(Gemma3 { cfg, embed, layers, norm, output, softcap })
     }
 

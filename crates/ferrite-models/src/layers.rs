@@ -48,11 +48,12 @@ impl Loader<'_> {
         Ok(out)
     }
 
-    /// `{prefix}.weight` and, if `bias`, `{prefix}.bias`.
+    /// `{prefix}.weight` and, if `bias`, `{prefix}.bias`; the weight repacked where the CPU has
+    /// interleaved kernels for it ([`QMatrix::interleave`]).
     pub fn linear(&self, prefix: &str, rows: usize, cols: usize, bias: bool) -> Result<Linear, ModelError> {
         let w = self.matrix(&format!("{prefix}.weight"), rows, cols)?;
         let b = if bias { Some(self.vector(&format!("{prefix}.bias"), rows)?) } else { None };
-        Ok(Linear { w, b })
+        Ok(Linear::new(w, b))
     }
 }
 
@@ -63,6 +64,12 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
+    /// A layer over `w` (repacked for the CPU's interleaved kernels where it has them).
+    pub fn new(mut w: QMatrix, b: Option<Vec<f32>>) -> Linear {
+        w.interleave();
+        Linear { w, b }
+    }
+
     /// x: (n, cols) → (n, rows), where the n rows are `seq_tokens[0]` rows of the first sequence, then
     /// the second's, … (the kernels pick their accumulation order per sequence: see `matmul_seqs`).
     pub fn forward(&self, x: &[f32], seq_tokens: &[usize]) -> Result<Vec<f32>, ModelError> {

@@ -78,7 +78,8 @@ impl Llama {
             .collect::<Result<_, ModelError>>()?;
         let norm = l.vector("output_norm.weight", dim)?;
         // Tied embeddings: no output matrix, the embedding table doubles as the LM head.
-        let output = if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { Linear { w: embed.clone(), b: None } };
+        let output =
+            if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { Linear::new(embed.clone(), None) };
         Ok(Llama { cfg, embed, layers, norm, output })
     }
 

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::par;
-use crate::quant::{self, Accumulation, accumulation, row_bytes, vec_dot_type};
+use crate::quant::interleaved::{QuantizedRows, block_sums};
+use crate::quant::{self, Accumulation, BlockQ4_0, BlockQ4_0x16, BlockQ8_0, accumulation, row_bytes, vec_dot_type};
 use crate::{DType, TensorError};
 
 /// Bytes that back a matrix: a memory map, a `Vec<u8>`, anything that can be shared across threads.
@@ -42,6 +43,22 @@ pub struct QMatrix {
     row_bytes: usize,
     storage: Storage,
     offset: usize,
+    /// The same weights repacked for this CPU's interleaved kernels ([`QMatrix::interleave`]).
+    interleaved: Option<Arc<Interleaved>>,
+}
+
+/// Weights repacked at load so that sixteen rows sit side by side (see [`quant::interleaved`]).
+enum Interleaved {
+    /// `rows / 16` groups, each `cols / 32` blocks long, group after group.
+    Q4_0(Vec<BlockQ4_0x16>),
+}
+
+impl Interleaved {
+    fn bytes(&self) -> usize {
+        match self {
+            Interleaved::Q4_0(v) => std::mem::size_of_val(&v[..]),
+        }
+    }
 }
 
 impl QMatrix {
@@ -58,7 +75,7 @@ impl QMatrix {
         if offset.checked_add(need).is_none_or(|end| end > len) {
             return Err(TensorError::OutOfBounds { need, offset, len });
         }
-        Ok(QMatrix { dtype, rows, cols, row_bytes, storage, offset })
+        Ok(QMatrix { dtype, rows, cols, row_bytes, storage, offset, interleaved: None })
     }
 
     /// A matrix that owns its bytes (exactly `rows · row_bytes` of them).
@@ -93,6 +110,37 @@ impl QMatrix {
     pub fn data(&self) -> &[u8] {
         // In bounds: checked in `new`, and the storage is immutable.
         &(*self.storage).as_ref()[self.offset..self.offset + self.rows * self.row_bytes]
+    }
+
+    /// Repacks the weights for this CPU's interleaved kernels, if it has them for this type and shape
+    /// (today: `Q4_0` with a multiple of 16 rows, on AVX-512 VNNI). Returns the bytes the repacked copy
+    /// takes — as many as the matrix, held besides the original (which row lookups keep using) — or 0
+    /// where nothing was repacked. Products give the same bits either way.
+    pub fn interleave(&mut self) -> usize {
+        if self.interleaved.is_some() {
+            return 0;
+        }
+        let k = quant::kernels();
+        if self.dtype != DType::Q4_0 || !self.rows.is_multiple_of(BlockQ4_0x16::ROWS) || !quant::has_interleaved(k, self.dtype) {
+            return 0;
+        }
+        let nb = self.cols / self.dtype.block_size();
+        let mut packed = vec![BlockQ4_0x16 { d: [half::f16::ZERO; 16], qs: [0; 256] }; self.rows / BlockQ4_0x16::ROWS * nb];
+        packed.par_chunks_mut(nb.max(1)).enumerate().for_each(|(g, group)| {
+            let rows: [&[BlockQ4_0]; 16] = std::array::from_fn(|r| bytemuck::cast_slice(self.row(g * BlockQ4_0x16::ROWS + r)));
+            for (b, out) in group.iter_mut().enumerate() {
+                *out = BlockQ4_0x16::pack(rows, b);
+            }
+        });
+        let packed = Interleaved::Q4_0(packed);
+        let bytes = packed.bytes();
+        self.interleaved = Some(Arc::new(packed));
+        bytes
+    }
+
+    /// Whether [`interleave`](Self::interleave) repacked this matrix.
+    pub fn is_interleaved(&self) -> bool {
+        self.interleaved.is_some()
     }
 
     /// The bytes of row `r`.
@@ -199,6 +247,12 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
         }
     }
 
+    if let Some(packed) = w.interleaved.as_deref() {
+        interleaved_product(kernels, w, packed, &xq, n, y);
+        keep(&ACT_SCRATCH, xq);
+        return Ok(());
+    }
+
     // 2. Rows in parallel. Each task owns a run of rows and fills their outputs for all n tokens.
     let w_data = w.data();
     let wrb = w.row_bytes;
@@ -281,6 +335,47 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     par::for_each(n_tasks, work);
     keep(&ACT_SCRATCH, xq);
     Ok(())
+}
+
+/// Step 2 of [`matmul_seqs`] for an interleaved matrix: groups of 16 rows in parallel, each group's
+/// weights read once per eight tokens (every token of a pass shares its unpacking), one stream per task.
+/// Every token takes the same order (`Rows`), so sequences need no grouping.
+fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleaved, xq: &[u8], n: usize, y: &mut [f32]) {
+    let Interleaved::Q4_0(blocks) = packed;
+    let dot = quant::interleaved_kernel(kernels).expect("interleaved only where the kernel set has the kernel");
+    let nb = w.cols / w.dtype.block_size();
+    let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
+    let (mut sums, mut d) = (Vec::new(), Vec::new());
+    block_sums(q, &mut sums, &mut d);
+    let x = QuantizedRows { q, sums: &sums, d: &d, blocks: nb };
+
+    const GROUP: usize = BlockQ4_0x16::ROWS;
+    let rows = w.rows;
+    let groups = rows / GROUP;
+    let group_bytes = nb * size_of::<BlockQ4_0x16>();
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = groups.div_ceil(threads * 4).min(MAX_TASK_BYTES / group_bytes).max(MIN_TASK_BYTES.div_ceil(group_bytes)).max(1);
+    let tile = (TILE_BYTES / group_bytes).max(1);
+    let y_out = OutPtr(y.as_mut_ptr());
+    let y_out = &y_out;
+    par::for_each(groups.div_ceil(per_task), |task| {
+        let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
+        let mut out = [[0.0f32; GROUP]; 8];
+        for t0 in (g0..g1).step_by(tile) {
+            for tok in (0..n).step_by(out.len()) {
+                let tn = (n - tok).min(out.len());
+                for g in t0..(t0 + tile).min(g1) {
+                    // SAFETY: the kernel set has this kernel only where the CPU has its features.
+                    unsafe { dot(&blocks[g * nb..][..nb], &x, tok..tok + tn, &mut out[..tn]) };
+                    for (i, o) in out[..tn].iter().enumerate() {
+                        // SAFETY: token tok + i < n and rows g·16 .. g·16 + 16 <= rows stay inside y (n × rows);
+                        // this task alone writes group g's rows.
+                        unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), y_out.0.add((tok + i) * rows + g * GROUP), GROUP) };
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// `y`'s base pointer, shared by the tasks of one matmul (each writes only its own rows).
@@ -401,6 +496,43 @@ mod tests {
         let mut first = vec![0.0f32; rows];
         matmul(&w, &x[..cols], 1, &mut first).unwrap();
         assert_ne!(&eight[..rows], &first[..], "tiled and lane orders agreed on every row");
+    }
+
+    /// An interleaved matrix gives the bits of the same matrix unpacked, for decode and prompt token
+    /// counts, on any number of threads; shapes it cannot take are left alone.
+    #[test]
+    fn interleaved_matrix_gives_the_same_bits() {
+        let mut rng = Rng::new(15);
+        let (rows, cols) = (96, 2048);
+        let w = random_matrix(DType::Q4_0, rows, cols, &mut rng);
+        let mut packed = w.clone();
+        let bytes = packed.interleave();
+        if !quant::has_interleaved(quant::kernels(), DType::Q4_0) {
+            assert_eq!((bytes, packed.is_interleaved()), (0, false));
+            println!("interleaved_matrix_gives_the_same_bits: no interleaved kernels on this CPU");
+            return;
+        }
+        assert_eq!(bytes, w.data().len());
+        assert!(packed.is_interleaved() && !w.is_interleaved());
+        assert_eq!(packed.interleave(), 0, "a second call repacks nothing");
+        for n in [1, 3, 8, 13] {
+            let x = rng.activations(n * cols);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (mut a, mut b) = (vec![0.0f32; n * rows], vec![f32::NAN; n * rows]);
+                pool.install(|| matmul(&w, &x, n, &mut a)).unwrap();
+                pool.install(|| matmul(&packed, &x, n, &mut b)).unwrap();
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "n={n} threads={threads}"
+                );
+            }
+        }
+        for (dtype, rows) in [(DType::Q4_0, 88), (DType::Q8_0, 96), (DType::Q4K, 96)] {
+            let mut m = random_matrix(dtype, rows, 256, &mut rng);
+            assert_eq!((m.interleave(), m.is_interleaved()), (0, false), "{dtype} {rows} rows");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   (`ggml_gemv_q4_K_8x8_q8_K`; ggml repacks every `Q4_K` matrix whose row count is a multiple of 8):
 //!   one f32 per output, `acc = fma(isum, d_w·d_a, acc)` and `acc_min = fma(imin, dmin_w·d_a, acc_min)`
 //!   per super-block, `acc − acc_min` at the end.
+//!   ggml repacks `Q4_0` matrices with a multiple of 8 rows too (`ggml_gemv/gemm_q4_0_8x8_q8_0`), and
+//!   accumulates them the same way per 32-element block, without a min, for any number of tokens.
 //! - [`Accumulation::RowsBy64`] — its matrix × matrix twin (`ggml_gemm_q4_K_8x8_q8_K`, which takes the
 //!   activation rows four at a time): the same, but per 64 elements (a pair of sub-blocks) instead of per
 //!   super-block. A sequence of `t` tokens has its first `t − t mod 4` in groups of four, the rest alone.
@@ -31,7 +33,8 @@ use crate::DType;
 pub enum Accumulation {
     /// 8 f32 lanes per dot product, summed at the end (ggml's `vec_dot`).
     Lanes,
-    /// One f32 per output, scales applied per super-block (ggml's interleaved `Q4_K` gemv).
+    /// One f32 per output, scales applied per super-block (ggml's interleaved `Q4_K` gemv), or per block
+    /// (its interleaved `Q4_0` gemv and gemm).
     Rows,
     /// One f32 per output, scales applied per 64 elements (ggml's interleaved `Q4_K` gemm).
     RowsBy64,
@@ -48,6 +51,7 @@ pub enum Accumulation {
 pub fn accumulation(weight: DType, rows: usize, tokens: usize, index: usize) -> Accumulation {
     debug_assert!(index < tokens);
     match weight {
+        DType::Q4_0 if rows.is_multiple_of(8) => Accumulation::Rows,
         DType::Q4K if rows.is_multiple_of(8) && index < tokens - tokens % 4 => Accumulation::RowsBy64,
         DType::Q4K if rows.is_multiple_of(8) => Accumulation::Rows,
         DType::Q4K | DType::Q5K | DType::Q6K if tokens >= 8 => Accumulation::Tiled,

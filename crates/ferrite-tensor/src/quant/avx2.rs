@@ -326,6 +326,23 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     hsum_ps(acc)
 }
 
+/// [`vec_dot_q4_0_q8_0`] in the `Rows` order ([`super::scalar::dot_q4_0_q8_0_rows`]): each block's
+/// integer sum reduced, then one scalar multiply-add.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0_q8_0_rows(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let qx = _mm256_sub_epi8(nibbles(&bx.qs), _mm256_set1_epi8(8));
+        let isum = hsum_epi32(dot_i8_i8(qx, load_i8x32(&by.qs)));
+        acc = (isum as f32).mul_add(f16_product(bx.d, by.d), acc);
+    }
+    acc
+}
+
 /// # Safety
 /// Requires AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -147,6 +147,45 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
+/// Sixteen `Q4_0` rows' blocks at the same column, interleaved so that a 512-bit register holds one
+/// 32-bit lane per row (ggml's `block_q4_0x8` idea, at AVX-512's width): `d[r]` is row `r`'s scale,
+/// and bytes `4r..4r+4` of the `j`-th 64 bytes of `qs` are row `r`'s `qs[4j..4j+4]` — low nibbles are
+/// elements `4j..4j+4`, high nibbles `16+4j..16+4j+4`. Nibbles stay as stored (`q + 8`).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_0x16 {
+    pub d: [f16; 16],
+    pub qs: [u8; 256],
+}
+
+impl BlockQ4_0x16 {
+    /// Rows per interleaved block.
+    pub const ROWS: usize = 16;
+
+    /// Block `b` of each of 16 rows, interleaved.
+    pub fn pack(rows: [&[BlockQ4_0]; 16], b: usize) -> Self {
+        let mut d = [f16::ZERO; 16];
+        let mut qs = [0u8; 256];
+        for (r, row) in rows.iter().enumerate() {
+            let src = &row[b];
+            d[r] = src.d;
+            for j in 0..4 {
+                qs[64 * j + 4 * r..][..4].copy_from_slice(&src.qs[4 * j..4 * j + 4]);
+            }
+        }
+        BlockQ4_0x16 { d, qs }
+    }
+
+    /// Row `r`'s block, as [`pack`](Self::pack) took it.
+    pub fn unpack(&self, r: usize) -> BlockQ4_0 {
+        let mut qs = [0u8; QK / 2];
+        for j in 0..4 {
+            qs[4 * j..4 * j + 4].copy_from_slice(&self.qs[64 * j + 4 * r..][..4]);
+        }
+        BlockQ4_0 { d: { self.d }[r], qs }
+    }
+}
+
 const _: () = assert!(size_of::<BlockQ4_0>() == DType::Q4_0.type_size());
 const _: () = assert!(size_of::<BlockQ4_1>() == DType::Q4_1.type_size());
 const _: () = assert!(size_of::<BlockQ5_0>() == DType::Q5_0.type_size());
@@ -160,6 +199,7 @@ const _: () = assert!(size_of::<BlockQ5K>() == DType::Q5K.type_size());
 const _: () = assert!(size_of::<BlockQ6K>() == DType::Q6K.type_size());
 const _: () = assert!(size_of::<BlockQ8K>() == DType::Q8K.type_size());
 const _: () = assert!(align_of::<BlockQ8K>() == 1);
+const _: () = assert!(size_of::<BlockQ4_0x16>() == 16 * DType::Q4_0.type_size());
 
 /// Views `bytes` as blocks, dropping a trailing partial block (callers check lengths first).
 /// Never fails: every block type is 1-aligned and `Pod`.

@@ -37,6 +37,7 @@ pub mod accumulate;
 pub mod avx2;
 pub mod blocks;
 mod dequant;
+pub mod interleaved;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod vnni;
@@ -47,7 +48,8 @@ mod tests;
 pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1,
+    BlockQ8K,
 };
 
 /// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
@@ -156,7 +158,8 @@ pub fn try_vec_dot(weight: DType, w_row: &[u8], x_row: &[u8], n: usize) -> Resul
 }
 
 /// [`try_vec_dot`] accumulated in the given order (see [`accumulate`]). Orders a type does not have
-/// (anything but `Lanes` outside `Q4_K`/`Q5_K`/`Q6_K`, `Rows`/`RowsBy64` outside `Q4_K`) fall back to `Lanes`.
+/// (anything but `Lanes` outside `Q4_K`/`Q5_K`/`Q6_K`, `Rows` outside `Q4_0`/`Q4_K`, `RowsBy64` outside
+/// `Q4_K`) fall back to `Lanes`.
 pub fn try_dot_in(order: Accumulation, weight: DType, w_row: &[u8], x_row: &[u8], n: usize) -> Result<f32, TensorError> {
     try_vec_dot(weight, w_row, x_row, n)?;
     Ok(dot_in_unchecked(kernels(), order, weight, w_row, x_row, n))
@@ -171,6 +174,7 @@ pub(crate) fn dot_in_unchecked(k: &Kernels, order: Accumulation, weight: DType, 
     unsafe {
         match (order, weight) {
             (Rows, Q4K) => (k.q4k_rows)(as_blocks(w), as_blocks(x)),
+            (Rows, Q4_0) => (k.q4_0_rows)(as_blocks(w), as_blocks(x)),
             (RowsBy64, Q4K) => (k.q4k_rows_by_64)(as_blocks(w), as_blocks(x)),
             (Tiled, Q4K) => (k.q4k_tiled)(as_blocks(w), as_blocks(x)),
             (Tiled, Q5K) => (k.q5k_tiled)(as_blocks(w), as_blocks(x)),
@@ -280,6 +284,16 @@ pub(crate) fn has_dot_r2(k: &Kernels, order: Accumulation, weight: DType) -> boo
     }
 }
 
+/// Whether the kernel set has an interleaved kernel for `weight` (so a matrix may be repacked for it).
+pub(crate) fn has_interleaved(k: &Kernels, weight: DType) -> bool {
+    weight == DType::Q4_0 && k.q4_0x16.is_some()
+}
+
+/// The interleaved `Q4_0` kernel, where the kernel set has one.
+pub(crate) fn interleaved_kernel(k: &Kernels) -> DotX16<BlockQ4_0x16> {
+    k.q4_0x16
+}
+
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
 #[inline]
 pub(crate) fn dot_unchecked(k: &Kernels, weight: DType, w: &[u8], x: &[u8], n: usize) -> f32 {
@@ -318,6 +332,8 @@ type DotR2<W, A> = Option<unsafe fn([&[W]; 2], &[A]) -> [f32; 2]>;
 type Dot4x4<W, A> = Option<unsafe fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4]>;
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
+/// Sixteen interleaved rows against a range of activation rows (see [`interleaved`]).
+type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]])>;
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
 /// called on a CPU with their features; a `Kernels` is only ever built for the CPU it runs on.
@@ -334,6 +350,8 @@ pub(crate) struct Kernels {
     q5k: Dot<BlockQ5K, BlockQ8K>,
     q6k: Dot<BlockQ6K, BlockQ8K>,
     q4k_rows: Dot<BlockQ4K, BlockQ8K>,
+    q4_0_rows: Dot<BlockQ4_0, BlockQ8_0>,
+    q4_0x16: DotX16<BlockQ4_0x16>,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
     q6k_tiled_x4: Dot4<BlockQ6K, BlockQ8K>,
@@ -374,6 +392,8 @@ static SCALAR: Kernels = Kernels {
     q5k: scalar::vec_dot_q5k_q8k,
     q6k: scalar::vec_dot_q6k_q8k,
     q4k_rows: scalar::dot_q4k_q8k_rows,
+    q4_0_rows: scalar::dot_q4_0_q8_0_rows,
+    q4_0x16: None,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: scalar::dot_q6k_q8k_tiled_x4,
@@ -415,6 +435,8 @@ static AVX2: Kernels = Kernels {
     q5k: avx2::vec_dot_q5k_q8k,
     q6k: avx2::vec_dot_q6k_q8k,
     q4k_rows: avx2::dot_q4k_q8k_rows,
+    q4_0_rows: avx2::dot_q4_0_q8_0_rows,
+    q4_0x16: None,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: avx2::dot_q6k_q8k_tiled_x4,
@@ -465,6 +487,7 @@ static AVX512VNNI: Kernels = Kernels {
     q5_0_r2: Some(vnni::vec_dot_q5_0_q8_0_r2),
     q8_0_r2: Some(vnni::vec_dot_q8_0_q8_0_r2),
     q4_0_4x4: Some(vnni::vec_dot_q4_0_q8_0_4x4),
+    q4_0x16: Some(interleaved::dot_q4_0x16_q8_0),
     q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
     q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),
     ..AVX2

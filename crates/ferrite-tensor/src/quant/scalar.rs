@@ -161,6 +161,26 @@ pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     sum
 }
 
+/// [`vec_dot_q4_0_q8_0`] in the [`Rows`](super::Accumulation::Rows) order of ggml's interleaved `Q4_0`
+/// kernels (`ggml_gemv/gemm_q4_0_8x8_q8_0`): one f32, `acc = fma(isum, d_w·d_a, acc)` per block.
+pub fn dot_q4_0_q8_0_rows(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let isum = idot(nibbles(&bx.qs).map(|q| q as i32 - 8), &by.qs);
+        acc = (isum as f32).mul_add(f16_to_f32(bx.d) * f16_to_f32(by.d), acc);
+    }
+    acc
+}
+
+/// Sixteen interleaved rows (one [`BlockQ4_0x16`] per 32 columns) against one activation row: the
+/// scalar twin of the interleaved SIMD kernels, [`dot_q4_0_q8_0_rows`] of each row.
+pub fn dot_q4_0x16_q8_0(x: &[BlockQ4_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
+    std::array::from_fn(|r| {
+        let row: Vec<BlockQ4_0> = x.iter().map(|b| b.unpack(r)).collect();
+        dot_q4_0_q8_0_rows(&row, y)
+    })
+}
+
 /// `Σ (d_w·q_w + m_w)·d_a·q_a = d_w·d_a·Σ q_w·q_a + m_w·s_a`.
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut sum = 0.0f32;

@@ -78,7 +78,8 @@ fn scalar_dot_matches_dequantized_f64_dot() {
 }
 
 /// The K-quant types and orders that have their own kernels (see `accumulate`).
-const ORDERED: [(DType, Accumulation); 5] = [
+const ORDERED: [(DType, Accumulation); 6] = [
+    (DType::Q4_0, Accumulation::Rows),
     (DType::Q4K, Accumulation::Rows),
     (DType::Q4K, Accumulation::RowsBy64),
     (DType::Q4K, Accumulation::Tiled),
@@ -215,8 +216,12 @@ fn accumulation_follows_ggml_dispatch() {
     assert_eq!(accumulation(DType::Q6K, 896, 7, 0), Lanes);
     assert_eq!(accumulation(DType::Q6K, 896, 8, 7), Tiled);
     assert_eq!(accumulation(DType::Q5K, 896, 64, 3), Tiled);
+    // Q4_0 with rows % 8 == 0 is repacked too, one order for any batch.
+    assert_eq!(accumulation(DType::Q4_0, 896, 1, 0), Rows);
+    assert_eq!(accumulation(DType::Q4_0, 896, 512, 7), Rows);
+    assert_eq!(accumulation(DType::Q4_0, 900, 512, 7), Lanes);
     // Everything else always takes vec_dot's lanes.
-    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q3K, DType::F16] {
+    for dtype in [DType::Q5_0, DType::Q8_0, DType::Q3K, DType::F16] {
         assert_eq!(accumulation(dtype, 896, 512, 0), Lanes, "{dtype}");
     }
 }
@@ -491,6 +496,87 @@ fn vnni_kernels_are_bit_identical_to_avx2() {
                     }
                 } else {
                     assert!(!matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0), "{dtype}: no r2 kernel");
+                }
+            }
+        }
+    }
+}
+
+/// Sixteen random `Q4_0` rows of `n` columns (every fourth row at the nibble extremes 0 and 15).
+fn q4_0_rows16(n: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
+    (0..16)
+        .map(|r| {
+            let mut w = random_weight_row(DType::Q4_0, n, rng);
+            if r % 4 == 3 {
+                for (i, b) in w.iter_mut().enumerate() {
+                    if i % 18 >= 2 {
+                        *b = if i % 3 == 0 { 0xF0 } else { 0x0F };
+                    }
+                }
+            }
+            w
+        })
+        .collect()
+}
+
+fn interleave16(rows: &[Vec<u8>]) -> Vec<BlockQ4_0x16> {
+    let blocks: [&[BlockQ4_0]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
+    (0..blocks[0].len()).map(|b| BlockQ4_0x16::pack(blocks, b)).collect()
+}
+
+/// The interleaved kernel, for every token count a pass can have (1 to 8, and 11 = 8 + 3), gives each
+/// original row's `Rows`-order bits against each token; so does its scalar twin.
+#[test]
+fn interleaved_q4_0_kernel_matches_rows_order_bit_for_bit() {
+    let mut rng = Rng::new(9);
+    for &n in lengths(DType::Q4_0) {
+        let rows = q4_0_rows16(n, &mut rng);
+        let packed = interleave16(&rows);
+        for (r, row) in rows.iter().enumerate() {
+            assert_eq!(bytemuck::cast_slice::<BlockQ4_0, u8>(&packed.iter().map(|b| b.unpack(r)).collect::<Vec<_>>()), &row[..]);
+        }
+        for tokens in [1, 2, 3, 4, 5, 6, 7, 8, 11] {
+            let mut xq = Vec::new();
+            for t in 0..tokens {
+                let mut x = act_row(DType::Q4_0, &rng.activations(n));
+                if t == 1 {
+                    // Extremes: every activation quant at +-127.
+                    for (i, b) in x.iter_mut().enumerate() {
+                        if i % 34 >= 2 {
+                            *b = if i % 5 == 0 { 0x81 } else { 0x7f };
+                        }
+                    }
+                }
+                xq.extend(x);
+            }
+            let q: &[BlockQ8_0] = as_blocks(&xq);
+            let want = |r: usize, t: usize| scalar::dot_q4_0_q8_0_rows(as_blocks(&rows[r]), &q[t * (n / 32)..][..n / 32]);
+            for t in 0..tokens {
+                let twin = scalar::dot_q4_0x16_q8_0(&packed, &q[t * (n / 32)..][..n / 32]);
+                for (r, v) in twin.iter().enumerate() {
+                    assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} scalar twin row {r} token {t}");
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(dot) = AVX512VNNI.q4_0x16.filter(|_| super::vnni::available()) {
+                let (mut sums, mut d) = (Vec::new(), Vec::new());
+                interleaved::block_sums(q, &mut sums, &mut d);
+                let x = interleaved::QuantizedRows { q, sums: &sums, d: &d, blocks: n / 32 };
+                // Tokens 1.. alone and all of them from token 0.
+                for range in [1..tokens, 0..tokens] {
+                    let mut out = vec![[f32::NAN; 16]; range.len()];
+                    unsafe { dot(&packed, &x, range.clone(), &mut out) };
+                    for (i, o) in out.iter().enumerate() {
+                        for (r, v) in o.iter().enumerate() {
+                            let t = range.start + i;
+                            assert_eq!(
+                                v.to_bits(),
+                                want(r, t).to_bits(),
+                                "n={n} tokens {range:?}: row {r} token {t}: {v} vs {}",
+                                want(r, t)
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -16,11 +16,13 @@ use super::avx2::{
 };
 use super::blocks::*;
 
-/// Whether the CPU has AVX-512 VNNI with 256-bit forms (and the AVX2 set these kernels build on).
+/// Whether the CPU has AVX-512 VNNI with 256-bit forms (and the AVX2 set these kernels build on), and
+/// AVX512BW for the 512-bit [`super::interleaved`] kernels.
 pub fn available() -> bool {
     super::avx2_available()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vnni")
 }
 
