@@ -27,8 +27,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::par;
-use crate::quant::interleaved::{QuantizedRows, block_sums};
-use crate::quant::{self, Accumulation, BlockQ4_0, BlockQ4_0x16, BlockQ8_0, accumulation, row_bytes, vec_dot_type};
+use crate::quant::interleaved::{QuantizedRows, QuantizedRowsK, block_sums, pair_sums};
+use crate::quant::{self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ8_0, BlockQ8K, accumulation, row_bytes, vec_dot_type};
 use crate::{DType, TensorError};
 
 /// Bytes that back a matrix: a memory map, a `Vec<u8>`, anything that can be shared across threads.
@@ -47,18 +47,39 @@ pub struct QMatrix {
     interleaved: Option<Arc<Interleaved>>,
 }
 
-/// Weights repacked at load so that sixteen rows sit side by side (see [`quant::interleaved`]).
+/// Weights repacked at load so that sixteen rows sit side by side (see [`quant::interleaved`]): `rows / 16`
+/// groups, each one interleaved block per block of the rows, group after group.
 enum Interleaved {
-    /// `rows / 16` groups, each `cols / 32` blocks long, group after group.
     Q4_0(Vec<BlockQ4_0x16>),
+    Q4K(Vec<BlockQ4Kx16>),
 }
 
 impl Interleaved {
     fn bytes(&self) -> usize {
         match self {
             Interleaved::Q4_0(v) => std::mem::size_of_val(&v[..]),
+            Interleaved::Q4K(v) => std::mem::size_of_val(&v[..]),
         }
     }
+}
+
+/// Rows per interleaved group.
+const GROUP: usize = 16;
+
+/// `m`'s rows interleaved sixteen at a time by `pack` (groups in parallel).
+fn interleave_rows<B: bytemuck::Pod + Sync, P: bytemuck::Pod + Send>(
+    m: &QMatrix,
+    pack: impl Fn([&[B]; GROUP], usize) -> P + Sync,
+) -> Vec<P> {
+    let nb = m.cols / m.dtype.block_size();
+    let mut packed = vec![P::zeroed(); m.rows / GROUP * nb];
+    packed.par_chunks_mut(nb.max(1)).enumerate().for_each(|(g, group)| {
+        let rows: [&[B]; GROUP] = std::array::from_fn(|r| bytemuck::cast_slice(m.row(g * GROUP + r)));
+        for (b, out) in group.iter_mut().enumerate() {
+            *out = pack(rows, b);
+        }
+    });
+    packed
 }
 
 impl QMatrix {
@@ -113,26 +134,19 @@ impl QMatrix {
     }
 
     /// Repacks the weights for this CPU's interleaved kernels, if it has them for this type and shape
-    /// (today: `Q4_0` with a multiple of 16 rows, on AVX-512 VNNI). Returns the bytes the repacked copy
-    /// takes — as many as the matrix, held besides the original (which row lookups keep using) — or 0
-    /// where nothing was repacked. Products give the same bits either way.
+    /// (today: `Q4_0` and `Q4_K` with a multiple of 16 rows, on AVX-512 VNNI). Returns the bytes the
+    /// repacked copy takes — as many as the matrix (`Q4_K`: 2.8% more, its scales decoded), held besides
+    /// the original (which row lookups keep using) — or 0 where nothing was repacked. Products give the
+    /// same bits either way.
     pub fn interleave(&mut self) -> usize {
-        if self.interleaved.is_some() {
+        if self.interleaved.is_some() || !self.rows.is_multiple_of(GROUP) || !quant::has_interleaved(quant::kernels(), self.dtype) {
             return 0;
         }
-        let k = quant::kernels();
-        if self.dtype != DType::Q4_0 || !self.rows.is_multiple_of(BlockQ4_0x16::ROWS) || !quant::has_interleaved(k, self.dtype) {
-            return 0;
-        }
-        let nb = self.cols / self.dtype.block_size();
-        let mut packed = vec![BlockQ4_0x16 { d: [half::f16::ZERO; 16], qs: [0; 256] }; self.rows / BlockQ4_0x16::ROWS * nb];
-        packed.par_chunks_mut(nb.max(1)).enumerate().for_each(|(g, group)| {
-            let rows: [&[BlockQ4_0]; 16] = std::array::from_fn(|r| bytemuck::cast_slice(self.row(g * BlockQ4_0x16::ROWS + r)));
-            for (b, out) in group.iter_mut().enumerate() {
-                *out = BlockQ4_0x16::pack(rows, b);
-            }
-        });
-        let packed = Interleaved::Q4_0(packed);
+        let packed = match self.dtype {
+            DType::Q4_0 => Interleaved::Q4_0(interleave_rows(self, BlockQ4_0x16::pack)),
+            DType::Q4K => Interleaved::Q4K(interleave_rows(self, BlockQ4Kx16::pack)),
+            _ => return 0,
+        };
         let bytes = packed.bytes();
         self.interleaved = Some(Arc::new(packed));
         bytes
@@ -248,7 +262,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     }
 
     if let Some(packed) = w.interleaved.as_deref() {
-        interleaved_product(kernels, w, packed, &xq, n, y);
+        interleaved_product(kernels, w, packed, &xq, &orders, y);
         keep(&ACT_SCRATCH, xq);
         return Ok(());
     }
@@ -338,21 +352,56 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
 }
 
 /// Step 2 of [`matmul_seqs`] for an interleaved matrix: groups of 16 rows in parallel, each group's
-/// weights read once per eight tokens (every token of a pass shares its unpacking), one stream per task.
-/// Every token takes the same order (`Rows`), so sequences need no grouping.
-fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleaved, xq: &[u8], n: usize, y: &mut [f32]) {
-    let Interleaved::Q4_0(blocks) = packed;
-    let dot = quant::interleaved_kernel(kernels).expect("interleaved only where the kernel set has the kernel");
+/// weights read once per run of up to 8 (`Q4_0`) or 4 (`Q4_K`) tokens of one order, which share its
+/// unpacking; one sequential stream per task.
+fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleaved, xq: &[u8], orders: &[Accumulation], y: &mut [f32]) {
+    const EXPECT: &str = "interleaved only where the kernel set has the kernel";
     let nb = w.cols / w.dtype.block_size();
-    let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
-    let (mut sums, mut d) = (Vec::new(), Vec::new());
-    block_sums(q, &mut sums, &mut d);
-    let x = QuantizedRows { q, sums: &sums, d: &d, blocks: nb };
+    match packed {
+        Interleaved::Q4_0(blocks) => {
+            let dot = kernels.q4_0x16.expect(EXPECT);
+            let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
+            let (mut sums, mut d) = (Vec::new(), Vec::new());
+            block_sums(q, &mut sums, &mut d);
+            let x = QuantizedRows { q, sums: &sums, d: &d, blocks: nb };
+            // SAFETY: the kernel set has this kernel only where the CPU has its features.
+            groups_in_parallel(blocks, nb, w.rows, orders, 8, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
+        }
+        Interleaved::Q4K(blocks) => {
+            let dot = kernels.q4kx16.expect(EXPECT);
+            let q: &[BlockQ8K] = bytemuck::cast_slice(xq);
+            let mut pairs = Vec::new();
+            pair_sums(q, &mut pairs);
+            let x = QuantizedRowsK { q, pairs: &pairs, blocks: nb };
+            // SAFETY: as above.
+            groups_in_parallel(blocks, nb, w.rows, orders, 4, y, |g, tokens, order, out| unsafe {
+                dot(g, &x, tokens, order == Accumulation::RowsBy64, out)
+            });
+        }
+    }
+}
 
-    const GROUP: usize = BlockQ4_0x16::ROWS;
-    let rows = w.rows;
+/// Runs `kernel` over every group of `blocks` (`nb` interleaved blocks each) and every run of tokens
+/// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks.
+fn groups_in_parallel<B: Sync>(
+    blocks: &[B],
+    nb: usize,
+    rows: usize,
+    orders: &[Accumulation],
+    most: usize,
+    y: &mut [f32],
+    kernel: impl Fn(&[B], std::ops::Range<usize>, Accumulation, &mut [[f32; GROUP]]) + Sync,
+) {
+    let n = orders.len();
+    let mut runs = Vec::new();
+    let mut t = 0;
+    while t < n {
+        let end = (t + 1..n.min(t + most)).find(|&e| orders[e] != orders[t]).unwrap_or(n.min(t + most));
+        runs.push(t..end);
+        t = end;
+    }
     let groups = rows / GROUP;
-    let group_bytes = nb * size_of::<BlockQ4_0x16>();
+    let group_bytes = nb * size_of::<B>();
     let threads = rayon::current_num_threads().max(1);
     let per_task = groups.div_ceil(threads * 4).min(MAX_TASK_BYTES / group_bytes).max(MIN_TASK_BYTES.div_ceil(group_bytes)).max(1);
     let tile = (TILE_BYTES / group_bytes).max(1);
@@ -360,17 +409,16 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
     let y_out = &y_out;
     par::for_each(groups.div_ceil(per_task), |task| {
         let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
-        let mut out = [[0.0f32; GROUP]; 8];
+        let mut out = vec![[0.0f32; GROUP]; most];
         for t0 in (g0..g1).step_by(tile) {
-            for tok in (0..n).step_by(out.len()) {
-                let tn = (n - tok).min(out.len());
+            for run in &runs {
+                let out = &mut out[..run.len()];
                 for g in t0..(t0 + tile).min(g1) {
-                    // SAFETY: the kernel set has this kernel only where the CPU has its features.
-                    unsafe { dot(&blocks[g * nb..][..nb], &x, tok..tok + tn, &mut out[..tn]) };
-                    for (i, o) in out[..tn].iter().enumerate() {
-                        // SAFETY: token tok + i < n and rows g·16 .. g·16 + 16 <= rows stay inside y (n × rows);
-                        // this task alone writes group g's rows.
-                        unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), y_out.0.add((tok + i) * rows + g * GROUP), GROUP) };
+                    kernel(&blocks[g * nb..][..nb], run.clone(), orders[run.start], out);
+                    for (i, o) in out.iter().enumerate() {
+                        // SAFETY: token run.start + i < n and rows g·16 .. g·16 + 16 <= rows stay inside y
+                        // (n × rows); this task alone writes group g's rows.
+                        unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), y_out.0.add((run.start + i) * rows + g * GROUP), GROUP) };
                     }
                 }
             }
@@ -499,37 +547,39 @@ mod tests {
     }
 
     /// An interleaved matrix gives the bits of the same matrix unpacked, for decode and prompt token
-    /// counts, on any number of threads; shapes it cannot take are left alone.
+    /// counts and batches of sequences (whose orders differ for `Q4_K`), on any number of threads;
+    /// shapes and types it cannot take are left alone.
     #[test]
     fn interleaved_matrix_gives_the_same_bits() {
         let mut rng = Rng::new(15);
         let (rows, cols) = (96, 2048);
-        let w = random_matrix(DType::Q4_0, rows, cols, &mut rng);
-        let mut packed = w.clone();
-        let bytes = packed.interleave();
-        if !quant::has_interleaved(quant::kernels(), DType::Q4_0) {
-            assert_eq!((bytes, packed.is_interleaved()), (0, false));
-            println!("interleaved_matrix_gives_the_same_bits: no interleaved kernels on this CPU");
-            return;
-        }
-        assert_eq!(bytes, w.data().len());
-        assert!(packed.is_interleaved() && !w.is_interleaved());
-        assert_eq!(packed.interleave(), 0, "a second call repacks nothing");
-        for n in [1, 3, 8, 13] {
-            let x = rng.activations(n * cols);
-            for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let (mut a, mut b) = (vec![0.0f32; n * rows], vec![f32::NAN; n * rows]);
-                pool.install(|| matmul(&w, &x, n, &mut a)).unwrap();
-                pool.install(|| matmul(&packed, &x, n, &mut b)).unwrap();
-                assert_eq!(
-                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "n={n} threads={threads}"
-                );
+        for dtype in [DType::Q4_0, DType::Q4K] {
+            let w = random_matrix(dtype, rows, cols, &mut rng);
+            let mut packed = w.clone();
+            let bytes = packed.interleave();
+            if !quant::has_interleaved(quant::kernels(), dtype) {
+                assert_eq!((bytes, packed.is_interleaved()), (0, false));
+                println!("interleaved_matrix_gives_the_same_bits: no interleaved {dtype} kernel on this CPU");
+                continue;
+            }
+            let extra = if dtype == DType::Q4K { rows / 16 * cols / 256 * 64 } else { 0 };
+            assert_eq!(bytes, w.data().len() + extra);
+            assert!(packed.is_interleaved() && !w.is_interleaved());
+            assert_eq!(packed.interleave(), 0, "a second call repacks nothing");
+            for seqs in [&[1][..], &[3], &[8], &[13], &[5, 1, 8, 2]] {
+                let n: usize = seqs.iter().sum();
+                let x = rng.activations(n * cols);
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (mut a, mut b) = (vec![0.0f32; n * rows], vec![f32::NAN; n * rows]);
+                    pool.install(|| matmul_seqs(&w, &x, seqs, &mut a)).unwrap();
+                    pool.install(|| matmul_seqs(&packed, &x, seqs, &mut b)).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "{dtype} {seqs:?} threads={threads}");
+                }
             }
         }
-        for (dtype, rows) in [(DType::Q4_0, 88), (DType::Q8_0, 96), (DType::Q4K, 96)] {
+        for (dtype, rows) in [(DType::Q4_0, 88), (DType::Q4K, 88), (DType::Q8_0, 96), (DType::Q6K, 96)] {
             let mut m = random_matrix(dtype, rows, 256, &mut rng);
             assert_eq!((m.interleave(), m.is_interleaved()), (0, false), "{dtype} {rows} rows");
         }

@@ -186,6 +186,53 @@ impl BlockQ4_0x16 {
     }
 }
 
+/// Sixteen `Q4_K` rows' super-blocks at the same column, interleaved like [`BlockQ4_0x16`], with the
+/// 6-bit scales and mins decoded at repack (64 bytes more than the sixteen blocks, 2.8%).
+///
+/// - `d[r]`, `dmin[r]`: row `r`'s super-block scales.
+/// - `scales[j][r]`: sub-block `j`'s scale of row `r`; `mins[p][r]`: row `r`'s mins of sub-blocks `2p`
+///   and `2p + 1` (a pair of bytes, so they widen to one 32-bit lane of two i16).
+/// - `qs`: four 512-byte chunks `p`, one per 64 elements; bytes `4r..4r+4` of the `k`-th 64 bytes of
+///   chunk `p` are row `r`'s `qs[32p + 4k..32p + 4k + 4]` — low nibbles are elements `4k..4k+4` of
+///   sub-block `2p`, high nibbles the same of sub-block `2p + 1`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4Kx16 {
+    pub d: [f16; 16],
+    pub dmin: [f16; 16],
+    pub scales: [[u8; 16]; 8],
+    pub mins: [[[u8; 2]; 16]; 4],
+    pub qs: [u8; 2048],
+}
+
+impl BlockQ4Kx16 {
+    /// Rows per interleaved block.
+    pub const ROWS: usize = 16;
+
+    /// Super-block `b` of each of 16 rows, interleaved.
+    pub fn pack(rows: [&[BlockQ4K]; 16], b: usize) -> Self {
+        let mut out = BlockQ4Kx16::zeroed();
+        let (mut d, mut dmin) = ([f16::ZERO; 16], [f16::ZERO; 16]);
+        let (mut scales, mut mins) = ([[0u8; 16]; 8], [[[0u8; 2]; 16]; 4]);
+        for (r, row) in rows.iter().enumerate() {
+            let src = &row[b];
+            (d[r], dmin[r]) = (src.d, src.dmin);
+            let (sc, mn) = k4_scale_min(&src.scales);
+            for j in 0..8 {
+                scales[j][r] = sc[j];
+                mins[j / 2][r][j % 2] = mn[j];
+            }
+            for p in 0..4 {
+                for k in 0..8 {
+                    out.qs[512 * p + 64 * k + 4 * r..][..4].copy_from_slice(&src.qs[32 * p + 4 * k..][..4]);
+                }
+            }
+        }
+        (out.d, out.dmin, out.scales, out.mins) = (d, dmin, scales, mins);
+        out
+    }
+}
+
 const _: () = assert!(size_of::<BlockQ4_0>() == DType::Q4_0.type_size());
 const _: () = assert!(size_of::<BlockQ4_1>() == DType::Q4_1.type_size());
 const _: () = assert!(size_of::<BlockQ5_0>() == DType::Q5_0.type_size());
@@ -200,6 +247,7 @@ const _: () = assert!(size_of::<BlockQ6K>() == DType::Q6K.type_size());
 const _: () = assert!(size_of::<BlockQ8K>() == DType::Q8K.type_size());
 const _: () = assert!(align_of::<BlockQ8K>() == 1);
 const _: () = assert!(size_of::<BlockQ4_0x16>() == 16 * DType::Q4_0.type_size());
+const _: () = assert!(size_of::<BlockQ4Kx16>() == 16 * DType::Q4K.type_size() + 64);
 
 /// Views `bytes` as blocks, dropping a trailing partial block (callers check lengths first).
 /// Never fails: every block type is 1-aligned and `Pod`.

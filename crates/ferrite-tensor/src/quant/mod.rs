@@ -48,8 +48,8 @@ mod tests;
 pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1,
-    BlockQ8K,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
+    BlockQ8_1, BlockQ8K,
 };
 
 /// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
@@ -286,12 +286,11 @@ pub(crate) fn has_dot_r2(k: &Kernels, order: Accumulation, weight: DType) -> boo
 
 /// Whether the kernel set has an interleaved kernel for `weight` (so a matrix may be repacked for it).
 pub(crate) fn has_interleaved(k: &Kernels, weight: DType) -> bool {
-    weight == DType::Q4_0 && k.q4_0x16.is_some()
-}
-
-/// The interleaved `Q4_0` kernel, where the kernel set has one.
-pub(crate) fn interleaved_kernel(k: &Kernels) -> DotX16<BlockQ4_0x16> {
-    k.q4_0x16
+    match weight {
+        DType::Q4_0 => k.q4_0x16.is_some(),
+        DType::Q4K => k.q4kx16.is_some(),
+        _ => false,
+    }
 }
 
 /// [`vec_dot`] after its checks: `weight` is supported and both rows have exactly `n` elements' bytes.
@@ -333,7 +332,9 @@ type Dot4x4<W, A> = Option<unsafe fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4]>;
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
 /// Sixteen interleaved rows against a range of activation rows (see [`interleaved`]).
-type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]])>;
+pub(crate) type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]])>;
+/// The same for `Q4_K`, in `RowsBy64` order (`true`) or `Rows`.
+pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
 /// called on a CPU with their features; a `Kernels` is only ever built for the CPU it runs on.
@@ -351,7 +352,8 @@ pub(crate) struct Kernels {
     q6k: Dot<BlockQ6K, BlockQ8K>,
     q4k_rows: Dot<BlockQ4K, BlockQ8K>,
     q4_0_rows: Dot<BlockQ4_0, BlockQ8_0>,
-    q4_0x16: DotX16<BlockQ4_0x16>,
+    pub(crate) q4_0x16: DotX16<BlockQ4_0x16>,
+    pub(crate) q4kx16: DotX16K<BlockQ4Kx16>,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
     q6k_tiled_x4: Dot4<BlockQ6K, BlockQ8K>,
@@ -394,6 +396,7 @@ static SCALAR: Kernels = Kernels {
     q4k_rows: scalar::dot_q4k_q8k_rows,
     q4_0_rows: scalar::dot_q4_0_q8_0_rows,
     q4_0x16: None,
+    q4kx16: None,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: scalar::dot_q6k_q8k_tiled_x4,
@@ -437,6 +440,7 @@ static AVX2: Kernels = Kernels {
     q4k_rows: avx2::dot_q4k_q8k_rows,
     q4_0_rows: avx2::dot_q4_0_q8_0_rows,
     q4_0x16: None,
+    q4kx16: None,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: avx2::dot_q6k_q8k_tiled_x4,
@@ -488,6 +492,7 @@ static AVX512VNNI: Kernels = Kernels {
     q8_0_r2: Some(vnni::vec_dot_q8_0_q8_0_r2),
     q4_0_4x4: Some(vnni::vec_dot_q4_0_q8_0_4x4),
     q4_0x16: Some(interleaved::dot_q4_0x16_q8_0),
+    q4kx16: Some(interleaved::dot_q4kx16_q8k),
     q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
     q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),
     ..AVX2

@@ -181,6 +181,38 @@ pub fn dot_q4_0x16_q8_0(x: &[BlockQ4_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
     })
 }
 
+/// Sixteen interleaved `Q4_K` rows against one activation row, in `Rows` order or (`by_64`) in
+/// `RowsBy64` order, read straight from the interleaved layout: the scalar twin of the interleaved
+/// SIMD kernel, and an independent check of the repacking against [`dot_q4k_q8k_rows`].
+pub fn dot_q4kx16_q8k(x: &[BlockQ4Kx16], y: &[BlockQ8K], by_64: bool) -> [f32; 16] {
+    std::array::from_fn(|r| {
+        let mut acc = accumulate::RowsAcc::default();
+        for (bx, by) in x.iter().zip(y) {
+            let (d, dmin, da, bsums) = (f16_to_f32({ bx.d }[r]), f16_to_f32({ bx.dmin }[r]), by.d, by.bsums);
+            let (mut isum, mut imin) = (0, 0);
+            for p in 0..4 {
+                for s in [2 * p, 2 * p + 1] {
+                    // Sub-block s: 32 nibbles of row r, four from each of the chunk's 64-byte groups.
+                    let q = (0..32).map(|e| {
+                        let byte = bx.qs[512 * p + 64 * (e / 4) + 4 * r + e % 4];
+                        if s % 2 == 0 { byte & 0x0F } else { byte >> 4 }
+                    });
+                    isum += bx.scales[s][r] as i32 * idot(q, &by.qs[32 * s..][..32]);
+                    imin += bx.mins[p][r][s % 2] as i32 * (bsums[2 * s] as i32 + bsums[2 * s + 1] as i32);
+                }
+                if by_64 {
+                    acc.add((isum, imin, d, dmin, da));
+                    (isum, imin) = (0, 0);
+                }
+            }
+            if !by_64 {
+                acc.add((isum, imin, d, dmin, da));
+            }
+        }
+        acc.finish()
+    })
+}
+
 /// `Σ (d_w·q_w + m_w)·d_a·q_a = d_w·d_a·Σ q_w·q_a + m_w·s_a`.
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut sum = 0.0f32;

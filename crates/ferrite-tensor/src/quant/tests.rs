@@ -582,3 +582,48 @@ fn interleaved_q4_0_kernel_matches_rows_order_bit_for_bit() {
         }
     }
 }
+
+/// The interleaved `Q4_K` kernel and its scalar twin give each original row's bits in both of ggml's
+/// repacked orders, for every token count a pass can have (1 to 4, and 7 = 4 + 3).
+#[test]
+fn interleaved_q4k_kernel_matches_row_orders_bit_for_bit() {
+    let mut rng = Rng::new(10);
+    for &n in lengths(DType::Q4K) {
+        let nb = n / 256;
+        let rows: Vec<Vec<u8>> = (0..16).map(|_| random_weight_row(DType::Q4K, n, &mut rng)).collect();
+        let blocks: [&[BlockQ4K]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
+        let packed: Vec<BlockQ4Kx16> = (0..nb).map(|b| BlockQ4Kx16::pack(blocks, b)).collect();
+        for tokens in [1, 2, 3, 4, 7] {
+            let xq: Vec<u8> = (0..tokens).flat_map(|_| act_row(DType::Q4K, &rng.activations(n))).collect();
+            let q: &[BlockQ8K] = as_blocks(&xq);
+            let tok = |t: usize| &q[t * nb..][..nb];
+            for by_64 in [false, true] {
+                let want = |r: usize, t: usize| {
+                    if by_64 { scalar::dot_q4k_q8k_rows_by_64(blocks[r], tok(t)) } else { scalar::dot_q4k_q8k_rows(blocks[r], tok(t)) }
+                };
+                for t in 0..tokens {
+                    let twin = scalar::dot_q4kx16_q8k(&packed, tok(t), by_64);
+                    for (r, v) in twin.iter().enumerate() {
+                        assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} by_64={by_64} scalar twin row {r} token {t}");
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let Some(dot) = AVX512VNNI.q4kx16.filter(|_| super::vnni::available()) {
+                    let mut pairs = Vec::new();
+                    interleaved::pair_sums(q, &mut pairs);
+                    let x = interleaved::QuantizedRowsK { q, pairs: &pairs, blocks: nb };
+                    for range in [1..tokens, 0..tokens] {
+                        let mut out = vec![[f32::NAN; 16]; range.len()];
+                        unsafe { dot(&packed, &x, range.clone(), by_64, &mut out) };
+                        for (i, o) in out.iter().enumerate() {
+                            for (r, v) in o.iter().enumerate() {
+                                let t = range.start + i;
+                                assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} by_64={by_64} {range:?}: row {r} token {t}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
