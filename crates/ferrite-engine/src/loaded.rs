@@ -7,8 +7,8 @@ use ferrite_gguf::GgufFile;
 use ferrite_models::Model;
 use ferrite_tokenizer::Tokenizer;
 
-use crate::chat::ChatTemplate;
 use crate::EngineError;
+use crate::chat::ChatTemplate;
 
 /// Everything loaded from one GGUF file. The model and tokenizer are immutable and shared.
 pub struct LoadedModel {
@@ -24,6 +24,9 @@ impl LoadedModel {
     /// called with bytes paged in so far, so a caller can draw a progress bar for large files.
     pub fn open(path: impl AsRef<Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<LoadedModel, EngineError> {
         let gguf = GgufFile::open(path.as_ref())?;
+        // Paged in before the model is built: weights repacked while building are then copied from
+        // memory, and the mapped originals they replace are let go again (`GgufFile::release`).
+        prefault(&gguf, progress);
         let model = Model::from_gguf(&gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         if tokenizer.vocab_size() != model.config().vocab_size {
@@ -34,7 +37,6 @@ impl LoadedModel {
             )));
         }
         let chat_template = gguf.opt_str("tokenizer.chat_template")?.map(str::to_string);
-        prefault(&gguf, progress);
         Ok(LoadedModel { gguf: Arc::new(gguf), model: Arc::new(model), tokenizer: Arc::new(tokenizer), chat_template })
     }
 

@@ -51,6 +51,8 @@ pub struct GgufFile {
     meta_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// The memory map behind `storage`, when the file was opened from disk ([`GgufFile::release`]).
+    map: Option<Arc<memmap2::Mmap>>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -71,8 +73,10 @@ impl GgufFile {
         let file = File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not being truncated
         // underneath us while it is in use.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::from_storage(Arc::new(map))
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
+        let mut gguf = Self::from_storage(map.clone())?;
+        gguf.map = Some(map);
+        Ok(gguf)
     }
 
     /// Parse a file held in memory.
@@ -189,10 +193,7 @@ impl GgufFile {
                 return Err(bad(format!("data offset {} is not a multiple of the alignment {alignment}", t.offset)));
             }
             let end = t.offset.checked_add(size).filter(|&e| e <= data_len).ok_or_else(|| {
-                bad(format!(
-                    "data {}..{}+{} runs past the end of the file's data section ({} bytes)",
-                    t.offset, t.offset, size, data_len
-                ))
+                bad(format!("data {}..{}+{} runs past the end of the file's data section ({} bytes)", t.offset, t.offset, size, data_len))
             })?;
             debug_assert!(end <= data_len);
             if tensor_index.insert(t.name.clone(), tensors.len()).is_some() {
@@ -201,7 +202,7 @@ impl GgufFile {
             tensors.push(TensorInfo { name: t.name, dims: t.dims, dtype, offset: data_offset + t.offset, size });
         }
 
-        Ok(GgufFile { storage, version, alignment, data_offset, metadata, meta_index, tensors, tensor_index })
+        Ok(GgufFile { storage, version, alignment, data_offset, metadata, meta_index, tensors, tensor_index, map: None })
     }
 
     pub fn version(&self) -> u32 {
@@ -267,17 +268,10 @@ impl GgufFile {
         self.typed(key, "array", Value::as_array)
     }
 
-    fn typed<'a, T>(
-        &'a self,
-        key: &str,
-        expected: &'static str,
-        f: impl Fn(&'a Value) -> Option<T>,
-    ) -> Result<Option<T>, GgufError> {
+    fn typed<'a, T>(&'a self, key: &str, expected: &'static str, f: impl Fn(&'a Value) -> Option<T>) -> Result<Option<T>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => f(v)
-                .map(Some)
-                .ok_or_else(|| GgufError::WrongType { key: key.into(), expected, found: v.type_name() }),
+            Some(v) => f(v).map(Some).ok_or_else(|| GgufError::WrongType { key: key.into(), expected, found: v.type_name() }),
         }
     }
 
@@ -293,6 +287,18 @@ impl GgufFile {
     /// The bytes of a tensor of this file (bounds were checked when the file was opened).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         &(*self.storage).as_ref()[info.offset as usize..(info.offset + info.size) as usize]
+    }
+
+    /// Lets the OS take back this process's pages of a tensor it has copied (a weight repacked at load):
+    /// the pages leave the process's resident set but stay in the page cache, and a later read of the
+    /// tensor faults them back in unchanged. Does nothing for a file parsed from memory.
+    pub fn release(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Some(map) = &self.map {
+            // SAFETY: the map is read-only and backed by the file: after MADV_DONTNEED a read faults the
+            // same bytes back in, so no live reference sees a change. A failure only leaves pages mapped.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, info.offset as usize, info.size as usize) };
+        }
     }
 
     /// The file's bytes, shared, for weights that keep pointing into the map.

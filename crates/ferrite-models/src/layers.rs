@@ -51,9 +51,17 @@ impl Loader<'_> {
     /// `{prefix}.weight` and, if `bias`, `{prefix}.bias`; the weight repacked where the CPU has
     /// interleaved kernels for it ([`QMatrix::interleave`]).
     pub fn linear(&self, prefix: &str, rows: usize, cols: usize, bias: bool) -> Result<Linear, ModelError> {
-        let w = self.matrix(&format!("{prefix}.weight"), rows, cols)?;
+        let name = format!("{prefix}.weight");
+        let w = self.matrix(&name, rows, cols)?;
         let b = if bias { Some(self.vector(&format!("{prefix}.bias"), rows)?) } else { None };
-        Ok(Linear::new(w, b))
+        let linear = Linear::new(w, b);
+        if linear.w.is_interleaved()
+            && let Some(t) = self.gguf.tensor(&name)
+        {
+            // Products read only the repacked copy now: the mapped original need not stay resident.
+            self.gguf.release(t);
+        }
+        Ok(linear)
     }
 }
 
