@@ -36,8 +36,21 @@ pub fn kernels() -> Vec<(&'static str, String)> {
     vec![
         ("quantized dot products", format!("{tier} (FERRITE_KERNELS=scalar|avx2|avx512vnni caps it)")),
         ("activation quantizers", if tier == "scalar" { "scalar" } else { "avx2" }.to_string()),
+        ("repacked at load", repacked()),
         ("attention", attention(tier)),
     ]
+}
+
+/// Which weight types are repacked into interleaved blocks ([`crate::matmul::QMatrix::interleave`]).
+fn repacked() -> String {
+    let k = crate::quant::kernels();
+    let types: Vec<&str> =
+        [crate::DType::Q4_0, crate::DType::Q4K].into_iter().filter(|&t| crate::quant::has_interleaved(k, t)).map(|t| t.name()).collect();
+    if types.is_empty() {
+        "none".into()
+    } else {
+        format!("{} (16 rows interleaved, when the row count is a multiple of 16)", types.join(", "))
+    }
 }
 
 /// Which attention kernels run (decided in ferrite-models by the same features).
@@ -58,7 +71,7 @@ mod tests {
         let has = |n: &str| f.iter().any(|&(name, on)| name == n && on);
         match crate::quant::kernel_tier() {
             "avx2" => assert!(has("avx2") && has("fma") && has("f16c"), "{f:?}"),
-            "avx512vnni" => assert!(has("avx2") && has("avx512f") && has("avx512vl") && has("avx512vnni"), "{f:?}"),
+            "avx512vnni" => assert!(has("avx2") && has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512vnni"), "{f:?}"),
             _ => {}
         }
         #[cfg(target_arch = "x86_64")]

@@ -16,6 +16,11 @@
 //!    streams the hardware prefetcher follows (adjacent rows, interleaved, defeat it). A lone token
 //!    (decode) takes the whole task as one such pair of halves.
 //!
+//! A matrix repacked at load ([`QMatrix::interleave`]: `Q4_0` and `Q4_K` on AVX-512 VNNI) takes step 2
+//! differently: sixteen rows sit side by side, one per 32-bit lane, so a task walks its groups of
+//! sixteen rows as one stream and runs of up to 8 (`Q4_0`) or 4 (`Q4_K`) tokens share each group's
+//! unpacking, with nothing reduced across lanes ([`quant::interleaved`]).
+//!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
 //! sequence the token belongs to ([`accumulation`]), so results do not depend on the number of threads,
 //! nor on which other sequences share the call.
