@@ -69,7 +69,7 @@ impl Interleaved {
 }
 
 /// Rows per interleaved group.
-const GROUP: usize = 16;
+const GROUP: usize = quant::INTERLEAVED_ROWS;
 
 /// `m`'s rows interleaved sixteen at a time by `pack` (groups in parallel).
 fn interleave_rows<B: bytemuck::Pod + Sync, P: bytemuck::Pod + Send>(
@@ -276,8 +276,7 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     let w_data = w.data();
     let wrb = w.row_bytes;
     let tile = (TILE_BYTES / wrb).clamp(1, 64);
-    let threads = rayon::current_num_threads().max(1);
-    let per_task = rows.div_ceil(threads * 4).min(MAX_TASK_BYTES / wrb).max(MIN_TASK_BYTES.div_ceil(wrb)).div_ceil(tile) * tile;
+    let per_task = units_per_task(rows, wrb, tile);
     let dtype = w.dtype;
 
     // Each task owns a run of rows and writes their outputs for all n tokens straight into y
@@ -370,7 +369,7 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
             block_sums(q, &mut sums, &mut d);
             let x = QuantizedRows { q, sums: &sums, d: &d, blocks: nb };
             // SAFETY: the kernel set has this kernel only where the CPU has its features.
-            groups_in_parallel(blocks, nb, w.rows, orders, 8, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
+            groups_in_parallel(blocks, nb, w.rows, orders, MOST_TOKENS, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
         }
         Interleaved::Q4K(blocks) => {
             let dot = kernels.q4kx16.expect(EXPECT);
@@ -397,6 +396,7 @@ fn groups_in_parallel<B: Sync>(
     y: &mut [f32],
     kernel: impl Fn(&[B], std::ops::Range<usize>, Accumulation, &mut [[f32; GROUP]]) + Sync,
 ) {
+    assert!(most <= MOST_TOKENS, "runs of at most {MOST_TOKENS} tokens");
     let n = orders.len();
     let mut runs = Vec::new();
     let mut t = 0;
@@ -407,14 +407,13 @@ fn groups_in_parallel<B: Sync>(
     }
     let groups = rows / GROUP;
     let group_bytes = nb * size_of::<B>();
-    let threads = rayon::current_num_threads().max(1);
-    let per_task = groups.div_ceil(threads * 4).min(MAX_TASK_BYTES / group_bytes).max(MIN_TASK_BYTES.div_ceil(group_bytes)).max(1);
+    let per_task = units_per_task(groups, group_bytes, 1);
     let tile = (TILE_BYTES / group_bytes).max(1);
     let y_out = OutPtr(y.as_mut_ptr());
     let y_out = &y_out;
     par::for_each(groups.div_ceil(per_task), |task| {
         let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
-        let mut out = vec![[0.0f32; GROUP]; most];
+        let mut out = [[0.0f32; GROUP]; MOST_TOKENS];
         for t0 in (g0..g1).step_by(tile) {
             for run in &runs {
                 let out = &mut out[..run.len()];
@@ -429,6 +428,17 @@ fn groups_in_parallel<B: Sync>(
             }
         }
     });
+}
+
+/// Most tokens an interleaved kernel call takes (`Q4_0`'s runs; `Q4_K`'s are shorter).
+const MOST_TOKENS: usize = 8;
+
+/// How many of `units` (rows, or groups of interleaved rows) of `unit_bytes` each one parallel task
+/// takes: about four tasks per thread, within [`MIN_TASK_BYTES`]..[`MAX_TASK_BYTES`] of weights, rounded
+/// up to a multiple of `multiple` (a tile).
+fn units_per_task(units: usize, unit_bytes: usize, multiple: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    units.div_ceil(threads * 4).min(MAX_TASK_BYTES / unit_bytes).max(MIN_TASK_BYTES.div_ceil(unit_bytes)).div_ceil(multiple) * multiple
 }
 
 /// `y`'s base pointer, shared by the tasks of one matmul (each writes only its own rows).

@@ -147,6 +147,10 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
+/// Rows side by side in an interleaved block ([`BlockQ4_0x16`], [`BlockQ4Kx16`]): one 32-bit lane of a
+/// 512-bit register each.
+pub const INTERLEAVED_ROWS: usize = 16;
+
 /// Sixteen `Q4_0` rows' blocks at the same column, interleaved so that a 512-bit register holds one
 /// 32-bit lane per row (ggml's `block_q4_0x8` idea, at AVX-512's width): `d[r]` is row `r`'s scale,
 /// and bytes `4r..4r+4` of the `j`-th 64 bytes of `qs` are row `r`'s `qs[4j..4j+4]` — low nibbles are
@@ -159,11 +163,8 @@ pub struct BlockQ4_0x16 {
 }
 
 impl BlockQ4_0x16 {
-    /// Rows per interleaved block.
-    pub const ROWS: usize = 16;
-
     /// Block `b` of each of 16 rows, interleaved.
-    pub fn pack(rows: [&[BlockQ4_0]; 16], b: usize) -> Self {
+    pub fn pack(rows: [&[BlockQ4_0]; INTERLEAVED_ROWS], b: usize) -> Self {
         let mut d = [f16::ZERO; 16];
         let mut qs = [0u8; 256];
         for (r, row) in rows.iter().enumerate() {
@@ -206,11 +207,8 @@ pub struct BlockQ4Kx16 {
 }
 
 impl BlockQ4Kx16 {
-    /// Rows per interleaved block.
-    pub const ROWS: usize = 16;
-
     /// Super-block `b` of each of 16 rows, interleaved.
-    pub fn pack(rows: [&[BlockQ4K]; 16], b: usize) -> Self {
+    pub fn pack(rows: [&[BlockQ4K]; INTERLEAVED_ROWS], b: usize) -> Self {
         let mut out = BlockQ4Kx16::zeroed();
         let (mut d, mut dmin) = ([f16::ZERO; 16], [f16::ZERO; 16]);
         let (mut scales, mut mins) = ([[0u8; 16]; 8], [[[0u8; 2]; 16]; 4]);

@@ -49,7 +49,7 @@ pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
     BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
-    BlockQ8_1, BlockQ8K,
+    BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
 };
 
 /// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
