@@ -297,6 +297,10 @@ pub struct BenchArgs {
     /// Seed of the random token ids.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Sequences decoded together in the generation test, one token each per forward pass (like
+    /// llama-batched-bench's S_TG); tokens/s counts every sequence's tokens.
+    #[arg(short = 'b', long, default_value_t = 1)]
+    batch: usize,
 }
 
 #[derive(Args)]

@@ -16,9 +16,10 @@
 //!    streams the hardware prefetcher follows (adjacent rows, interleaved, defeat it). A lone token
 //!    (decode) takes the whole task as one such pair of halves.
 //!
-//! A matrix repacked at load ([`QMatrix::interleave`]: `Q4_0` and `Q4_K` on AVX-512 VNNI) takes step 2
-//! differently: sixteen rows sit side by side, one per 32-bit lane, so a task walks its groups of
-//! sixteen rows as one stream and runs of up to 8 (`Q4_0`) or 4 (`Q4_K`) tokens share each group's
+//! A matrix repacked at load ([`QMatrix::interleave`]: `Q4_0`, `Q4_K`, `Q5_0` and `Q8_0` on AVX-512
+//! VNNI) takes step 2 differently: sixteen rows sit side by side, one per 32-bit lane, so a task walks
+//! its groups of sixteen rows as one stream and runs of up to 8 (`Q4_0`), 4 (`Q4_K`) or 2 (`Q5_0`,
+//! `Q8_0`, whose eight `vec_dot` lanes take eight registers a token) tokens share each group's
 //! unpacking, with nothing reduced across lanes ([`quant::interleaved`]).
 //!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
@@ -32,8 +33,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::par;
-use crate::quant::interleaved::{QuantizedRows, QuantizedRowsK, block_sums, pair_sums};
-use crate::quant::{self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ8_0, BlockQ8K, accumulation, row_bytes, vec_dot_type};
+use crate::quant::interleaved::{LanesX16, QuantizedLanes, QuantizedRows, QuantizedRowsK, block_sums, lane_starts, pair_sums};
+use crate::quant::{
+    self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ8_0, BlockQ8_0x16, BlockQ8K, accumulation, row_bytes, vec_dot_type,
+};
 use crate::{DType, TensorError};
 
 /// Bytes that back a matrix: a memory map, a `Vec<u8>`, anything that can be shared across threads.
@@ -57,6 +60,8 @@ pub struct QMatrix {
 enum Interleaved {
     Q4_0(Vec<BlockQ4_0x16>),
     Q4K(Vec<BlockQ4Kx16>),
+    Q5_0(Vec<BlockQ5_0x16>),
+    Q8_0(Vec<BlockQ8_0x16>),
 }
 
 impl Interleaved {
@@ -64,6 +69,8 @@ impl Interleaved {
         match self {
             Interleaved::Q4_0(v) => std::mem::size_of_val(&v[..]),
             Interleaved::Q4K(v) => std::mem::size_of_val(&v[..]),
+            Interleaved::Q5_0(v) => std::mem::size_of_val(&v[..]),
+            Interleaved::Q8_0(v) => std::mem::size_of_val(&v[..]),
         }
     }
 }
@@ -139,7 +146,7 @@ impl QMatrix {
     }
 
     /// Repacks the weights for this CPU's interleaved kernels, if it has them for this type and shape
-    /// (today: `Q4_0` and `Q4_K` with a multiple of 16 rows, on AVX-512 VNNI). Returns the bytes the
+    /// (today: `Q4_0`, `Q4_K`, `Q5_0` and `Q8_0` with a multiple of 16 rows, on AVX-512 VNNI). Returns the bytes the
     /// repacked copy takes — as many as the matrix (`Q4_K`: 2.8% more, its scales decoded), held besides
     /// the original (which row lookups keep using) — or 0 where nothing was repacked. Products give the
     /// same bits either way.
@@ -150,6 +157,8 @@ impl QMatrix {
         let packed = match self.dtype {
             DType::Q4_0 => Interleaved::Q4_0(interleave_rows(self, BlockQ4_0x16::pack)),
             DType::Q4K => Interleaved::Q4K(interleave_rows(self, BlockQ4Kx16::pack)),
+            DType::Q5_0 => Interleaved::Q5_0(interleave_rows(self, BlockQ5_0x16::pack)),
+            DType::Q8_0 => Interleaved::Q8_0(interleave_rows(self, BlockQ8_0x16::pack)),
             _ => return 0,
         };
         let bytes = packed.bytes();
@@ -382,7 +391,28 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
                 dot(g, &x, tokens, order == Accumulation::RowsBy64, out)
             });
         }
+        Interleaved::Q5_0(blocks) => lanes_product(kernels.q5_0x16.expect(EXPECT), blocks, nb, w.rows, xq, orders, y),
+        Interleaved::Q8_0(blocks) => lanes_product(kernels.q8_0x16.expect(EXPECT), blocks, nb, w.rows, xq, orders, y),
     }
+}
+
+/// [`interleaved_product`] for the formats that keep `vec_dot`'s lanes.
+fn lanes_product<B: LanesX16 + Sync>(
+    dot: unsafe fn(&[B], &QuantizedLanes, std::ops::Range<usize>, &mut [[f32; GROUP]]),
+    blocks: &[B],
+    nb: usize,
+    rows: usize,
+    xq: &[u8],
+    orders: &[Accumulation],
+    y: &mut [f32],
+) {
+    debug_assert!(orders.iter().all(|&o| o == Accumulation::Lanes), "these formats only take vec_dot's lanes");
+    let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
+    let (mut starts, mut d) = (Vec::new(), Vec::new());
+    lane_starts(q, B::OFFSET, &mut starts, &mut d);
+    let x = QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
+    // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for B.
+    groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
 }
 
 /// Runs `kernel` over every group of `blocks` (`nb` interleaved blocks each) and every run of tokens
@@ -568,7 +598,7 @@ mod tests {
     fn interleaved_matrix_gives_the_same_bits() {
         let mut rng = Rng::new(15);
         let (rows, cols) = (96, 2048);
-        for dtype in [DType::Q4_0, DType::Q4K] {
+        for dtype in [DType::Q4_0, DType::Q4K, DType::Q5_0, DType::Q8_0] {
             let w = random_matrix(dtype, rows, cols, &mut rng);
             let mut packed = w.clone();
             let bytes = packed.interleave();
@@ -594,7 +624,9 @@ mod tests {
                 }
             }
         }
-        for (dtype, rows) in [(DType::Q4_0, 88), (DType::Q4K, 88), (DType::Q8_0, 96), (DType::Q6K, 96)] {
+        for (dtype, rows) in
+            [(DType::Q4_0, 88), (DType::Q4K, 88), (DType::Q5_0, 88), (DType::Q8_0, 88), (DType::Q4_1, 96), (DType::Q6K, 96)]
+        {
             let mut m = random_matrix(dtype, rows, 256, &mut rng);
             assert_eq!((m.interleave(), m.is_interleaved()), (0, false), "{dtype} {rows} rows");
         }

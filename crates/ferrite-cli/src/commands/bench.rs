@@ -1,7 +1,9 @@
 //! `ferrite bench`: prompt-processing and generation speed, measured like llama-bench.
 //!
 //! - `pp N`: one forward pass over N random tokens from an empty cache; tokens/s = N / time.
-//! - `tg N`: N tokens decoded one per forward pass from an empty cache; tokens/s = N / time.
+//! - `tg N`: N tokens decoded one per forward pass from an empty cache; tokens/s = N / time. With
+//!   `--batch B`, B sequences decode together, one token each per forward pass (llama-batched-bench's
+//!   S_TG without the prompts): tokens/s = B·N / time.
 //!
 //! Each test runs after one untimed warm-up, `reps` times per thread count, each thread count on its own
 //! pool. Generation also reports the weight bytes read per second (every weight matrix is read once per
@@ -12,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ferrite_engine::LoadedModel;
-use ferrite_models::{Logits, Model};
+use ferrite_models::{KvPool, Logits, Model, SeqBatch, SeqKv};
 use serde_json::json;
 
 use crate::BenchArgs;
@@ -21,6 +23,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
     let threads = if a.threads.is_empty() { vec![default_threads()] } else { a.threads.clone() };
     if threads.contains(&0) {
         bail!("thread counts must be at least 1");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
     }
     if a.membw {
         for &t in &threads {
@@ -48,8 +53,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().context("starting a thread pool")?;
         for &(n_prompt, n_gen) in &tests {
-            let samples = pool.install(|| run_test(&lm.model, n_prompt, n_gen, reps, a.seed))?;
-            let n = (n_prompt + n_gen) as f64;
+            let batch = if n_gen > 0 { a.batch } else { 1 };
+            let samples = pool.install(|| run_test(&lm.model, n_prompt, n_gen, batch, reps, a.seed))?;
+            let n = (n_prompt + n_gen * batch) as f64;
             let ts: Vec<f64> = samples.iter().map(|s| n / s).collect();
             let (avg, sd, med) = (mean(&ts), stddev(&ts), median(&ts));
             let mut row = json!({
@@ -59,6 +65,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
                 "n_threads": t,
+                "n_batch": batch,
                 "kernels": ferrite_tensor::quant::kernel_tier(),
                 "avg_ns": (mean(&samples) * 1e9) as u64,
                 "avg_ts": avg,
@@ -68,7 +75,8 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 "samples_ts": ts,
             });
             if n_gen > 0 {
-                let gbps = weights as f64 * med / 1e9;
+                // Weights are read once per forward pass, whatever the batch.
+                let gbps = weights as f64 * med / batch as f64 / 1e9;
                 row["weight_bytes_per_token"] = json!(weights);
                 row["weights_gbps"] = json!(gbps);
                 if let Some(bw) = bw {
@@ -77,7 +85,11 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 }
             }
             if !a.json {
-                let test = if n_gen > 0 { format!("tg{n_gen}") } else { format!("pp{n_prompt}") };
+                let test = match (n_gen, batch) {
+                    (0, _) => format!("pp{n_prompt}"),
+                    (_, 1) => format!("tg{n_gen}"),
+                    (_, b) => format!("tg{n_gen} ×{b}"),
+                };
                 let extra = match (row.get("weights_gbps"), row.get("membw_share")) {
                     (Some(g), Some(s)) => format!(" | {:.2} | {:.0}%", g.as_f64().unwrap(), 100.0 * s.as_f64().unwrap()),
                     (Some(g), None) => format!(" | {:.2} | -", g.as_f64().unwrap()),
@@ -95,11 +107,17 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if let Some(bw) = bw {
-        println!("\nDRAM read bandwidth measured with {} threads: {bw:.2} GB/s; weights read per generated token: {:.1} MiB", threads.iter().max().unwrap(), weights as f64 / (1 << 20) as f64);
+        println!(
+            "\nDRAM read bandwidth measured with {} threads: {bw:.2} GB/s; weights read per generated token: {:.1} MiB",
+            threads.iter().max().unwrap(),
+            weights as f64 / (1 << 20) as f64
+        );
     }
     let spells = ferrite_tensor::par::solo_spells();
     if spells > 0 {
-        eprintln!("note: helper threads were late {spells} times (another process busy on their cores?); parallel loops ran on one thread for a while each time");
+        eprintln!(
+            "note: helper threads were late {spells} times (another process busy on their cores?); parallel loops ran on one thread for a while each time"
+        );
     }
     Ok(())
 }
@@ -108,8 +126,9 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Seconds per repetition of one test (after an untimed warm-up run).
-fn run_test(model: &Model, n_prompt: usize, n_gen: usize, reps: usize, seed: u64) -> Result<Vec<f64>> {
+/// Seconds per repetition of one test (after an untimed warm-up run): a prompt of `n_prompt` tokens, or
+/// `n_gen` decoding steps of `batch` sequences at once.
+fn run_test(model: &Model, n_prompt: usize, n_gen: usize, batch: usize, reps: usize, seed: u64) -> Result<Vec<f64>> {
     let vocab = model.config().vocab_size as u64;
     let mut rng = seed.max(1);
     let mut token = move || {
@@ -119,24 +138,26 @@ fn run_test(model: &Model, n_prompt: usize, n_gen: usize, reps: usize, seed: u64
         rng ^= rng >> 27;
         (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % vocab) as u32
     };
-    let mut cache = model.new_cache((n_prompt + n_gen).max(1));
-    let mut once = |cache: &mut ferrite_models::KvCache| -> Result<()> {
-        cache.truncate(0);
+    let (mut pool, mut seqs) = KvPool::with_sequences(model.config(), &vec![(n_prompt + n_gen).max(1); batch]);
+    let mut once = |pool: &mut KvPool, seqs: &mut [SeqKv]| -> Result<()> {
+        seqs.iter_mut().for_each(|s| s.truncate(0));
         if n_prompt > 0 {
             let tokens: Vec<u32> = (0..n_prompt).map(|_| token()).collect();
-            model.forward_cache(cache, &tokens, Logits::Last)?;
+            model.forward(pool, &mut [SeqBatch { tokens: &tokens, kv: &mut seqs[0], logits: Logits::Last }])?;
         }
         for _ in 0..n_gen {
-            let t = [token()];
-            model.forward_cache(cache, &t, Logits::Last)?;
+            let tokens: Vec<[u32; 1]> = (0..batch).map(|_| [token()]).collect();
+            let mut step: Vec<SeqBatch> =
+                seqs.iter_mut().zip(&tokens).map(|(kv, t)| SeqBatch { tokens: t, kv, logits: Logits::Last }).collect();
+            model.forward(pool, &mut step)?;
         }
         Ok(())
     };
-    once(&mut cache)?;
+    once(&mut pool, &mut seqs)?;
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
         let start = Instant::now();
-        once(&mut cache)?;
+        once(&mut pool, &mut seqs)?;
         samples.push(start.elapsed().as_secs_f64());
     }
     Ok(samples)

@@ -147,8 +147,8 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
-/// Rows side by side in an interleaved block ([`BlockQ4_0x16`], [`BlockQ4Kx16`]): one 32-bit lane of a
-/// 512-bit register each.
+/// Rows side by side in an interleaved block ([`BlockQ4_0x16`], [`BlockQ4Kx16`], [`BlockQ5_0x16`],
+/// [`BlockQ8_0x16`]): one 32-bit lane of a 512-bit register each.
 pub const INTERLEAVED_ROWS: usize = 16;
 
 /// Sixteen `Q4_0` rows' blocks at the same column, interleaved so that a 512-bit register holds one
@@ -231,6 +231,84 @@ impl BlockQ4Kx16 {
     }
 }
 
+/// Sixteen `Q5_0` rows' blocks at the same column, interleaved like [`BlockQ4_0x16`] (`d`, `qs`), with the
+/// fifth bits rearranged so that they fit the same lanes: bit `4r + k` of `qh[l]` (little-endian) is the
+/// fifth bit of row `r`'s element `4l + k`. Unpacked, values are as stored (`q + 16`). Same size as the
+/// sixteen blocks.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5_0x16 {
+    pub d: [f16; 16],
+    pub qh: [[u8; 8]; 8],
+    pub qs: [u8; 256],
+}
+
+impl BlockQ5_0x16 {
+    /// Block `b` of each of 16 rows, interleaved.
+    pub fn pack(rows: [&[BlockQ5_0]; INTERLEAVED_ROWS], b: usize) -> Self {
+        let mut out = BlockQ5_0x16::zeroed();
+        let (mut d, mut qh) = ([f16::ZERO; 16], [0u64; 8]);
+        for (r, row) in rows.iter().enumerate() {
+            let src = &row[b];
+            d[r] = src.d;
+            let bits = u32::from_le_bytes(src.qh) as u64;
+            for (l, h) in qh.iter_mut().enumerate() {
+                *h |= (bits >> (4 * l) & 0xF) << (4 * r);
+            }
+            for j in 0..4 {
+                out.qs[64 * j + 4 * r..][..4].copy_from_slice(&src.qs[4 * j..4 * j + 4]);
+            }
+        }
+        (out.d, out.qh) = (d, qh.map(u64::to_le_bytes));
+        out
+    }
+
+    /// Row `r`'s block, as [`pack`](Self::pack) took it.
+    pub fn unpack(&self, r: usize) -> BlockQ5_0 {
+        let mut qs = [0u8; QK / 2];
+        for j in 0..4 {
+            qs[4 * j..4 * j + 4].copy_from_slice(&self.qs[64 * j + 4 * r..][..4]);
+        }
+        let qh = (0..8).fold(0u32, |h, l| h | ((u64::from_le_bytes(self.qh[l]) >> (4 * r) & 0xF) as u32) << (4 * l));
+        BlockQ5_0 { d: { self.d }[r], qh: qh.to_le_bytes(), qs }
+    }
+}
+
+/// Sixteen `Q8_0` rows' blocks at the same column, interleaved so that a 512-bit register holds one
+/// 32-bit lane per row: bytes `4r..4r+4` of the `l`-th 64 bytes of `qs` are row `r`'s elements
+/// `4l..4l+4`, stored unsigned as `q + 128` (the sign bit flipped, ready for `vpdpbusd`).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_0x16 {
+    pub d: [f16; 16],
+    pub qs: [u8; 512],
+}
+
+impl BlockQ8_0x16 {
+    /// Block `b` of each of 16 rows, interleaved.
+    pub fn pack(rows: [&[BlockQ8_0]; INTERLEAVED_ROWS], b: usize) -> Self {
+        let mut out = BlockQ8_0x16::zeroed();
+        let mut d = [f16::ZERO; 16];
+        for (r, row) in rows.iter().enumerate() {
+            let src = &row[b];
+            d[r] = src.d;
+            for l in 0..8 {
+                for k in 0..4 {
+                    out.qs[64 * l + 4 * r + k] = src.qs[4 * l + k] as u8 ^ 0x80;
+                }
+            }
+        }
+        out.d = d;
+        out
+    }
+
+    /// Row `r`'s block, as [`pack`](Self::pack) took it.
+    pub fn unpack(&self, r: usize) -> BlockQ8_0 {
+        let qs = std::array::from_fn(|i| (self.qs[64 * (i / 4) + 4 * r + i % 4] ^ 0x80) as i8);
+        BlockQ8_0 { d: { self.d }[r], qs }
+    }
+}
+
 const _: () = assert!(size_of::<BlockQ4_0>() == DType::Q4_0.type_size());
 const _: () = assert!(size_of::<BlockQ4_1>() == DType::Q4_1.type_size());
 const _: () = assert!(size_of::<BlockQ5_0>() == DType::Q5_0.type_size());
@@ -246,6 +324,8 @@ const _: () = assert!(size_of::<BlockQ8K>() == DType::Q8K.type_size());
 const _: () = assert!(align_of::<BlockQ8K>() == 1);
 const _: () = assert!(size_of::<BlockQ4_0x16>() == 16 * DType::Q4_0.type_size());
 const _: () = assert!(size_of::<BlockQ4Kx16>() == 16 * DType::Q4K.type_size() + 64);
+const _: () = assert!(size_of::<BlockQ5_0x16>() == 16 * DType::Q5_0.type_size());
+const _: () = assert!(size_of::<BlockQ8_0x16>() == 16 * DType::Q8_0.type_size());
 
 /// Views `bytes` as blocks, dropping a trailing partial block (callers check lengths first).
 /// Never fails: every block type is 1-aligned and `Pod`.

@@ -15,11 +15,19 @@
 //! `vpdpbusd` give each row's two sub-block sums, `vpmulld` applies the rows' sub-block scales, and one
 //! `vpdpwssd` of the rows' two mins against the two activation sums gives the min term
 //! ([`super::scalar::dot_q4kx16_q8k`] is the scalar twin).
+//!
+//! `Q5_0` and `Q8_0` ([`BlockQ5_0x16`], [`BlockQ8_0x16`]) take ggml's `vec_dot` order on x86, eight f32
+//! lanes per dot product (ggml repacks neither on x86): lane `l` holds elements `4l..4l+4` of each
+//! block, which is exactly one `vpdpbusd` of sixteen rows against a broadcast of four activations, so
+//! each row's eight lanes become eight registers with one row per lane. A block costs eight
+//! `vpdpbusd`, eight conversions and eight FMAs for sixteen rows, and the eight registers are summed at
+//! the end in `hsum_ps`'s tree ([`super::scalar::dot_q5_0x16_q8_0`] and
+//! [`super::scalar::dot_q8_0x16_q8_0`] are the scalar twins).
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
-use super::blocks::{BlockQ4_0x16, BlockQ4Kx16, BlockQ8_0, BlockQ8K};
+use super::blocks::{BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ8_0, BlockQ8_0x16, BlockQ8K};
 
 /// Activation rows quantized to `Q8_0` with what the interleaved kernels need per block besides the
 /// quants: `sums[i] = Σ q` and `d[i]` as f32, for block `i = token · blocks + b`.
@@ -220,11 +228,14 @@ unsafe fn q4kx16_tokens<const T: usize, const BY64: bool>(w: &[BlockQ4Kx16], x: 
                 let i = (t0 + t) * nb + b;
                 // SAFETY: block i exists; sub-block 2p's 32 quants are words 16p..16p+8, 2p + 1's the next 8.
                 let (q, pair) = unsafe { (x.q.get_unchecked(i).qs.as_ptr().add(64 * p).cast::<i32>(), x.pairs.get_unchecked(i)[p]) };
-                let (mut s_lo, mut s_hi) = (zero, zero);
+                // Two chains per sub-block (even and odd k): with one token a single chain would wait
+                // on vpdpbusd's latency; integer sums are exact in any order.
+                let (mut s_lo, mut s_hi) = ([zero; 2], [zero; 2]);
                 for k in 0..8 {
-                    s_lo = _mm512_dpbusd_epi32(s_lo, lo[k], _mm512_set1_epi32(unsafe { q.add(k).read_unaligned() }));
-                    s_hi = _mm512_dpbusd_epi32(s_hi, hi[k], _mm512_set1_epi32(unsafe { q.add(8 + k).read_unaligned() }));
+                    s_lo[k % 2] = _mm512_dpbusd_epi32(s_lo[k % 2], lo[k], _mm512_set1_epi32(unsafe { q.add(k).read_unaligned() }));
+                    s_hi[k % 2] = _mm512_dpbusd_epi32(s_hi[k % 2], hi[k], _mm512_set1_epi32(unsafe { q.add(8 + k).read_unaligned() }));
                 }
+                let (s_lo, s_hi) = (_mm512_add_epi32(s_lo[0], s_lo[1]), _mm512_add_epi32(s_hi[0], s_hi[1]));
                 let is = _mm512_add_epi32(_mm512_mullo_epi32(s_lo, sc_lo), _mm512_mullo_epi32(s_hi, sc_hi));
                 if BY64 {
                     let im = _mm512_dpwssd_epi32(zero, mins, _mm512_set1_epi32(pair));
@@ -246,5 +257,163 @@ unsafe fn q4kx16_tokens<const T: usize, const BY64: bool>(w: &[BlockQ4Kx16], x: 
     for (t, o) in out.iter_mut().enumerate() {
         // SAFETY: 16 floats.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(acc[t], acc_min[t])) };
+    }
+}
+
+/// Activation rows quantized to `Q8_0` for the [`LanesX16`] kernels: per block `i = token · blocks + b`,
+/// the start of each lane's `vpdpbusd` (`starts[i][l] = −o·Σ` of the lane's four quants, for weights
+/// stored as `q + o`) and `d[i]` as f32.
+pub struct QuantizedLanes<'a> {
+    pub q: &'a [BlockQ8_0],
+    pub starts: &'a [[i32; 8]],
+    pub d: &'a [f32],
+    /// Blocks per row.
+    pub blocks: usize,
+}
+
+/// Fills `starts` and `d` for [`QuantizedLanes`] from quantized rows, for weights stored as `q + offset`.
+pub fn lane_starts(q: &[BlockQ8_0], offset: i32, starts: &mut Vec<[i32; 8]>, d: &mut Vec<f32>) {
+    starts.clear();
+    d.clear();
+    starts.extend(q.iter().map(|b| std::array::from_fn(|l| -offset * b.qs[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum::<i32>())));
+    d.extend(q.iter().map(|b| { b.d }.to_f32()));
+}
+
+/// A sixteen-row interleaved block of a 32-element format whose dot products take ggml's `vec_dot`
+/// lanes: the scales, and per lane `l` a register of each row's four values `q + OFFSET` of elements
+/// `4l..4l+4`.
+pub trait LanesX16: Copy {
+    /// What the unpacked values carry on top of `q`.
+    const OFFSET: i32;
+
+    /// The 16 rows' scales, as stored.
+    fn scales(&self) -> [half::f16; 16];
+
+    /// The eight lane registers.
+    ///
+    /// # Safety
+    /// Requires AVX-512 F/BW.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn unpack(&self) -> [__m512i; 8];
+}
+
+impl LanesX16 for BlockQ8_0x16 {
+    const OFFSET: i32 = 128;
+
+    fn scales(&self) -> [half::f16; 16] {
+        self.d
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn unpack(&self) -> [__m512i; 8] {
+        let mut w = [_mm512_setzero_si512(); 8];
+        for (l, w) in w.iter_mut().enumerate() {
+            // SAFETY: qs is 512 bytes, read in place; stored as q + 128 already.
+            *w = unsafe { _mm512_loadu_si512(self.qs.as_ptr().add(64 * l).cast()) };
+        }
+        w
+    }
+}
+
+impl LanesX16 for BlockQ5_0x16 {
+    const OFFSET: i32 = 16;
+
+    fn scales(&self) -> [half::f16; 16] {
+        self.d
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn unpack(&self) -> [__m512i; 8] {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let five = _mm512_set1_epi8(0x10);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for j in 0..4 {
+            // SAFETY: qs is 256 bytes, read in place.
+            let raw = unsafe { _mm512_loadu_si512(self.qs.as_ptr().add(64 * j).cast()) };
+            w[j] = _mm512_and_si512(raw, m4);
+            w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4);
+        }
+        for (l, w) in w.iter_mut().enumerate() {
+            // The fifth bits of lane l: one mask bit per byte; a nibble plus 16 is the nibble with bit 4 set.
+            let k = _cvtu64_mask64(u64::from_le_bytes(self.qh[l]));
+            *w = _mm512_mask_add_epi8(*w, k, *w, five);
+        }
+        w
+    }
+}
+
+/// Most tokens one pass of a [`LanesX16`] kernel serves: eight accumulators each, besides the eight
+/// weight registers. (Measured: three tokens a pass with the weights reloaded per lane, or `Q5_0`
+/// unpacked once per run into a buffer, were both slower.)
+#[cfg(target_arch = "x86_64")]
+const TOKENS_LANES: usize = 2;
+
+/// Sixteen interleaved rows of a [`LanesX16`] format against the activation rows `tokens`: `out[i][r]` is
+/// row `r` against token `tokens.start + i`, bit-identical to ggml's `vec_dot` on AVX2
+/// ([`super::scalar::vec_dot_q8_0_q8_0_lanes`], [`super::scalar::vec_dot_q5_0_q8_0_lanes`]).
+///
+/// # Safety
+/// As [`dot_q4_0x16_q8_0`]; `x.starts` were made for `B::OFFSET`.
+///
+/// # Panics
+/// As [`dot_q4_0x16_q8_0`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_lanes_x16<B: LanesX16>(w: &[B], x: &QuantizedLanes, tokens: std::ops::Range<usize>, out: &mut [[f32; 16]]) {
+    let nb = x.blocks;
+    assert_eq!(w.len(), nb, "interleaved blocks");
+    assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
+    assert_eq!(out.len(), tokens.len(), "outputs");
+    let mut t = tokens.start;
+    for chunk in out.chunks_mut(TOKENS_LANES) {
+        // SAFETY: the asserts above keep blocks t·nb .. (t + chunk.len())·nb inside x.
+        unsafe {
+            match chunk.len() {
+                2 => lanes_x16_tokens::<2, B>(w, x, t, chunk),
+                _ => lanes_x16_tokens::<1, B>(w, x, t, chunk),
+            }
+        }
+        t += chunk.len();
+    }
+}
+
+/// `T` tokens from `t0` (eight accumulator registers each); the weights are unpacked once per block for all.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; blocks `t0·nb .. (t0 + T)·nb` exist in `x`, `out.len() == T`, `w.len() == nb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn lanes_x16_tokens<const T: usize, B: LanesX16>(w: &[B], x: &QuantizedLanes, t0: usize, out: &mut [[f32; 16]]) {
+    let nb = x.blocks;
+    let mut acc = [[_mm512_setzero_ps(); 8]; T];
+    for (b, wb) in w.iter().enumerate() {
+        let scales = wb.scales();
+        // SAFETY: 16 f16 on the stack.
+        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(scales.as_ptr().cast()) });
+        // SAFETY: the CPU has AVX-512 F/BW (this function's features).
+        let w8 = unsafe { wb.unpack() };
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let i = (t0 + t) * nb + b;
+            // SAFETY: block i exists (the caller's contract); its 32 quants are read as 8 words.
+            let (q, starts, da) =
+                unsafe { (x.q.get_unchecked(i).qs.as_ptr().cast::<i32>(), x.starts.get_unchecked(i), *x.d.get_unchecked(i)) };
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+            for l in 0..8 {
+                let a = _mm512_set1_epi32(unsafe { q.add(l).read_unaligned() });
+                let s = _mm512_dpbusd_epi32(_mm512_set1_epi32(starts[l]), w8[l], a);
+                acc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[l]);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        // hsum_ps's tree, one row per lane: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+        let s = [_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])];
+        let sum = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), sum) };
     }
 }

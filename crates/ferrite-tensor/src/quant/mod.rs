@@ -48,8 +48,8 @@ mod tests;
 pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
-    BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_0x16, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ8_0, BlockQ8_0x16, BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
 };
 
 /// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
@@ -289,6 +289,8 @@ pub(crate) fn has_interleaved(k: &Kernels, weight: DType) -> bool {
     match weight {
         DType::Q4_0 => k.q4_0x16.is_some(),
         DType::Q4K => k.q4kx16.is_some(),
+        DType::Q5_0 => k.q5_0x16.is_some(),
+        DType::Q8_0 => k.q8_0x16.is_some(),
         _ => false,
     }
 }
@@ -335,6 +337,8 @@ type Quant<B> = unsafe fn(&[f32], &mut [B]);
 pub(crate) type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]])>;
 /// The same for `Q4_K`, in `RowsBy64` order (`true`) or `Rows`.
 pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
+/// The same for the formats that keep `vec_dot`'s lanes (see [`interleaved::LanesX16`]).
+pub(crate) type DotLanesX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]])>;
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
 /// called on a CPU with their features; a `Kernels` is only ever built for the CPU it runs on.
@@ -354,6 +358,8 @@ pub(crate) struct Kernels {
     q4_0_rows: Dot<BlockQ4_0, BlockQ8_0>,
     pub(crate) q4_0x16: DotX16<BlockQ4_0x16>,
     pub(crate) q4kx16: DotX16K<BlockQ4Kx16>,
+    pub(crate) q5_0x16: DotLanesX16<BlockQ5_0x16>,
+    pub(crate) q8_0x16: DotLanesX16<BlockQ8_0x16>,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
     q6k_tiled_x4: Dot4<BlockQ6K, BlockQ8K>,
@@ -397,6 +403,8 @@ static SCALAR: Kernels = Kernels {
     q4_0_rows: scalar::dot_q4_0_q8_0_rows,
     q4_0x16: None,
     q4kx16: None,
+    q5_0x16: None,
+    q8_0x16: None,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: scalar::dot_q6k_q8k_tiled_x4,
@@ -441,6 +449,8 @@ static AVX2: Kernels = Kernels {
     q4_0_rows: avx2::dot_q4_0_q8_0_rows,
     q4_0x16: None,
     q4kx16: None,
+    q5_0x16: None,
+    q8_0x16: None,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: avx2::dot_q6k_q8k_tiled_x4,
@@ -493,6 +503,8 @@ static AVX512VNNI: Kernels = Kernels {
     q4_0_4x4: Some(vnni::vec_dot_q4_0_q8_0_4x4),
     q4_0x16: Some(interleaved::dot_q4_0x16_q8_0),
     q4kx16: Some(interleaved::dot_q4kx16_q8k),
+    q5_0x16: Some(interleaved::dot_lanes_x16::<BlockQ5_0x16>),
+    q8_0x16: Some(interleaved::dot_lanes_x16::<BlockQ8_0x16>),
     q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
     q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),
     ..AVX2

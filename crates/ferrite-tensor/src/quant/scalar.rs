@@ -181,6 +181,47 @@ pub fn dot_q4_0x16_q8_0(x: &[BlockQ4_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
     })
 }
 
+/// ggml's `vec_dot` order for the 32-element formats on AVX2 and up (the
+/// [`Lanes`](super::Accumulation::Lanes) the SIMD tiers take): lane `l` of eight holds the exact sum of
+/// elements `4l..4l+4` of each block, `acc[l] = fma(lane, d_w·d_a, acc[l])` per block, and the eight are
+/// summed at the end as `hsum_ps` does. `blocks` yields each block's weights (as `i32`), their scale and
+/// the activation block.
+#[inline(always)]
+fn lanes<'a>(blocks: impl Iterator<Item = ([i32; QK], f32, &'a BlockQ8_0)>) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (w, dw, by) in blocks {
+        let d = dw * f16_to_f32(by.d);
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let lane = idot(w[4 * l..4 * l + 4].iter().copied(), &by.qs[4 * l..4 * l + 4]);
+            *acc = (lane as f32).mul_add(d, *acc);
+        }
+    }
+    let s = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// [`vec_dot_q5_0_q8_0`] in [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
+pub fn vec_dot_q5_0_q8_0_lanes(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    lanes(x.iter().zip(y).map(|(bx, by)| (five_bits(bx.qh, &bx.qs).map(|q| q as i32 - 16), f16_to_f32(bx.d), by)))
+}
+
+/// [`vec_dot_q8_0_q8_0`] in [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
+pub fn vec_dot_q8_0_q8_0_lanes(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    lanes(x.iter().zip(y).map(|(bx, by)| (bx.qs.map(|q| q as i32), f16_to_f32(bx.d), by)))
+}
+
+/// Sixteen interleaved `Q5_0` rows against one activation row: the scalar twin of the interleaved
+/// SIMD kernel, [`vec_dot_q5_0_q8_0_lanes`] of each row.
+pub fn dot_q5_0x16_q8_0(x: &[BlockQ5_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
+    std::array::from_fn(|r| vec_dot_q5_0_q8_0_lanes(&x.iter().map(|b| b.unpack(r)).collect::<Vec<_>>(), y))
+}
+
+/// Sixteen interleaved `Q8_0` rows against one activation row: the scalar twin of the interleaved
+/// SIMD kernel, [`vec_dot_q8_0_q8_0_lanes`] of each row.
+pub fn dot_q8_0x16_q8_0(x: &[BlockQ8_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
+    std::array::from_fn(|r| vec_dot_q8_0_q8_0_lanes(&x.iter().map(|b| b.unpack(r)).collect::<Vec<_>>(), y))
+}
+
 /// Sixteen interleaved `Q4_K` rows against one activation row, in `Rows` order or (`by_64`) in
 /// `RowsBy64` order, read straight from the interleaved layout: the scalar twin of the interleaved
 /// SIMD kernel, and an independent check of the repacking against [`dot_q4k_q8k_rows`].

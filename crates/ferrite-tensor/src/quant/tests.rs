@@ -627,3 +627,106 @@ fn interleaved_q4k_kernel_matches_row_orders_bit_for_bit() {
         }
     }
 }
+
+/// `Q5_0` and `Q8_0` keep `vec_dot`'s eight lanes: the scalar [`scalar::vec_dot_q5_0_q8_0_lanes`] order
+/// is the AVX2 and VNNI kernels' bit for bit; the sixteen-row interleaved blocks give back their rows;
+/// and the interleaved kernel and its scalar twin give each row's lanes-order bits against each token,
+/// for every token count a pass can have (1, 2, and 5 = 2 + 2 + 1).
+#[test]
+fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
+    let mut rng = Rng::new(11);
+    for dtype in [DType::Q5_0, DType::Q8_0] {
+        for &n in lengths(dtype) {
+            let nb = n / 32;
+            let rows: Vec<Vec<u8>> = (0..16).map(|_| random_weight_row(dtype, n, &mut rng)).collect();
+            for tokens in [1, 2, 5] {
+                let mut xq = Vec::new();
+                for t in 0..tokens {
+                    let mut x = act_row(dtype, &rng.activations(n));
+                    if t == 1 {
+                        // Extremes: every activation quant at +-127.
+                        for (i, b) in x.iter_mut().enumerate() {
+                            if i % 34 >= 2 {
+                                *b = if i % 5 == 0 { 0x81 } else { 0x7f };
+                            }
+                        }
+                    }
+                    xq.extend(x);
+                }
+                let q: &[BlockQ8_0] = as_blocks(&xq);
+                let tok = |t: usize| &q[t * nb..][..nb];
+                let (want, twin, packed_bytes): (Vec<[f32; 16]>, Vec<[f32; 16]>, Vec<u8>) = if dtype == DType::Q5_0 {
+                    let blocks: [&[BlockQ5_0]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
+                    let packed: Vec<BlockQ5_0x16> = (0..nb).map(|b| BlockQ5_0x16::pack(blocks, b)).collect();
+                    for (r, row) in rows.iter().enumerate() {
+                        let back: Vec<BlockQ5_0> = packed.iter().map(|b| b.unpack(r)).collect();
+                        assert_eq!(bytemuck::cast_slice::<BlockQ5_0, u8>(&back), &row[..], "{dtype} unpack row {r}");
+                    }
+                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q5_0_q8_0_lanes(blocks[r], tok(t)))).collect();
+                    let twin = (0..tokens).map(|t| scalar::dot_q5_0x16_q8_0(&packed, tok(t))).collect();
+                    (want, twin, bytemuck::cast_slice(&packed).to_vec())
+                } else {
+                    let blocks: [&[BlockQ8_0]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
+                    let packed: Vec<BlockQ8_0x16> = (0..nb).map(|b| BlockQ8_0x16::pack(blocks, b)).collect();
+                    for (r, row) in rows.iter().enumerate() {
+                        let back: Vec<BlockQ8_0> = packed.iter().map(|b| b.unpack(r)).collect();
+                        assert_eq!(bytemuck::cast_slice::<BlockQ8_0, u8>(&back), &row[..], "{dtype} unpack row {r}");
+                    }
+                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q8_0_q8_0_lanes(blocks[r], tok(t)))).collect();
+                    let twin = (0..tokens).map(|t| scalar::dot_q8_0x16_q8_0(&packed, tok(t))).collect();
+                    (want, twin, bytemuck::cast_slice(&packed).to_vec())
+                };
+                for t in 0..tokens {
+                    for r in 0..16 {
+                        assert_eq!(twin[t][r].to_bits(), want[t][r].to_bits(), "{dtype} n={n} scalar twin row {r} token {t}");
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                for (tier, k) in [("avx2", &AVX2), ("avx512vnni", &AVX512VNNI)] {
+                    if !avx2_available() || (tier == "avx512vnni" && !super::vnni::available()) {
+                        continue;
+                    }
+                    for t in 0..tokens {
+                        for r in 0..16 {
+                            let v = dot_unchecked(k, dtype, &rows[r], &xq[t * nb * 34..][..nb * 34], n);
+                            assert_eq!(
+                                v.to_bits(),
+                                want[t][r].to_bits(),
+                                "{dtype} n={n} {tier} vec_dot row {r} token {t}: {v} vs {}",
+                                want[t][r]
+                            );
+                        }
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if super::vnni::available() {
+                    let (mut starts, mut d) = (Vec::new(), Vec::new());
+                    let offset = if dtype == DType::Q5_0 { 16 } else { 128 };
+                    interleaved::lane_starts(q, offset, &mut starts, &mut d);
+                    let x = interleaved::QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
+                    for range in [1..tokens, 0..tokens] {
+                        let mut out = vec![[f32::NAN; 16]; range.len()];
+                        unsafe {
+                            if dtype == DType::Q5_0 {
+                                (AVX512VNNI.q5_0x16.unwrap())(bytemuck::cast_slice(&packed_bytes), &x, range.clone(), &mut out);
+                            } else {
+                                (AVX512VNNI.q8_0x16.unwrap())(bytemuck::cast_slice(&packed_bytes), &x, range.clone(), &mut out);
+                            }
+                        }
+                        for (i, o) in out.iter().enumerate() {
+                            let t = range.start + i;
+                            for (r, v) in o.iter().enumerate() {
+                                assert_eq!(
+                                    v.to_bits(),
+                                    want[t][r].to_bits(),
+                                    "{dtype} n={n} {range:?}: row {r} token {t}: {v} vs {}",
+                                    want[t][r]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
