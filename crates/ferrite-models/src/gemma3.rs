@@ -112,7 +112,7 @@ impl Gemma3 {
             .collect::<Result<_, ModelError>>()?;
         let norm = l.vector("output_norm.weight", dim)?;
         let output =
-            if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { Linear::new(embed.clone(), None) };
+            if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { l.tied_output("token_embd.weight", &embed) };
         Ok(Gemma3 { cfg, embed, layers, norm, output, softcap })
     }
 

@@ -63,6 +63,19 @@ impl Loader<'_> {
         }
         Ok(linear)
     }
+
+    /// The output head for tied embeddings: the embedding table `name` (already loaded as `embed`) used
+    /// as a linear layer. Where it is repacked, the mapped original is released like any other weight's:
+    /// embedding lookups fault back in only the rows they read.
+    pub fn tied_output(&self, name: &str, embed: &QMatrix) -> Linear {
+        let linear = Linear::new(embed.clone(), None);
+        if linear.w.is_interleaved()
+            && let Some(t) = self.gguf.tensor(name)
+        {
+            self.gguf.release(t);
+        }
+        linear
+    }
 }
 
 /// y = W·x (+ b) for every row of a batch.

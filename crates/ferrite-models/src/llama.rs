@@ -79,7 +79,7 @@ impl Llama {
         let norm = l.vector("output_norm.weight", dim)?;
         // Tied embeddings: no output matrix, the embedding table doubles as the LM head.
         let output =
-            if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { Linear::new(embed.clone(), None) };
+            if l.has("output.weight") { l.linear("output", cfg.vocab_size, dim, false)? } else { l.tied_output("token_embd.weight", &embed) };
         Ok(Llama { cfg, embed, layers, norm, output })
     }
 
