@@ -391,14 +391,14 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
                 dot(g, &x, tokens, order == Accumulation::RowsBy64, out)
             });
         }
-        Interleaved::Q5_0(blocks) => lanes_product(kernels.q5_0x16.expect(EXPECT), blocks, nb, w.rows, xq, orders, y),
-        Interleaved::Q8_0(blocks) => lanes_product(kernels.q8_0x16.expect(EXPECT), blocks, nb, w.rows, xq, orders, y),
+        Interleaved::Q5_0(blocks) => lanes_product(kernels.q5_0x16, blocks, nb, w.rows, xq, orders, y),
+        Interleaved::Q8_0(blocks) => lanes_product(kernels.q8_0x16, blocks, nb, w.rows, xq, orders, y),
     }
 }
 
 /// [`interleaved_product`] for the formats that keep `vec_dot`'s lanes.
 fn lanes_product<B: LanesX16 + Sync>(
-    dot: unsafe fn(&[B], &QuantizedLanes, std::ops::Range<usize>, &mut [[f32; GROUP]]),
+    dot: quant::DotLanesX16<B>,
     blocks: &[B],
     nb: usize,
     rows: usize,
@@ -407,6 +407,7 @@ fn lanes_product<B: LanesX16 + Sync>(
     y: &mut [f32],
 ) {
     debug_assert!(orders.iter().all(|&o| o == Accumulation::Lanes), "these formats only take vec_dot's lanes");
+    let dot = dot.expect("interleaved only where the kernel set has the kernel");
     let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
     let (mut starts, mut d) = (Vec::new(), Vec::new());
     lane_starts(q, B::OFFSET, &mut starts, &mut d);
