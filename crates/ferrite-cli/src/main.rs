@@ -298,9 +298,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Sequences decoded together in the generation test, one token each per forward pass (like
-    /// llama-batched-bench's S_TG); tokens/s counts every sequence's tokens.
-    #[arg(short = 'b', long, default_value_t = 1)]
-    batch: usize,
+    /// llama-batched-bench's S_TG at `-npl N`); tokens/s counts every sequence's tokens. (Not
+    /// llama-bench's `-b`, its batch size.)
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
 }
 
 #[derive(Args)]

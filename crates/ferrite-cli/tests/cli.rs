@@ -196,18 +196,18 @@ fn bench_without_a_model_or_with_zero_threads_is_an_error() {
 }
 
 #[test]
-fn bench_batch_decodes_several_sequences_per_step_and_counts_all_their_tokens() {
+fn bench_parallel_decodes_several_sequences_per_step_and_counts_all_their_tokens() {
     let Some(m) = smollm2() else { return };
-    let o = ferrite(&["bench", "-m", path(&m), "-p", "0", "-n", "4", "-b", "3", "-t", "1", "-r", "1", "--membw-mib", "64", "--json"]);
+    let o = ferrite(&["bench", "-m", path(&m), "-p", "0", "-n", "4", "--parallel", "3", "-t", "1", "-r", "1", "--membw-mib", "64", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON on stdout");
     let r = &rows.as_array().expect("an array")[..];
     assert_eq!(r.len(), 1, "{rows}");
-    assert_eq!((r[0]["n_gen"].as_u64(), r[0]["n_batch"].as_u64()), (Some(4), Some(3)), "{rows}");
+    assert_eq!((r[0]["n_gen"].as_u64(), r[0]["n_parallel"].as_u64()), (Some(4), Some(3)), "{rows}");
     // tokens/s counts every sequence's tokens: 3 × 4 per repetition.
     let (ts, ns) = (r[0]["samples_ts"][0].as_f64().unwrap(), r[0]["samples_ns"][0].as_f64().unwrap());
     assert!((ts * ns / 1e9 - 12.0).abs() < 1e-3, "{rows}");
-    let o = ferrite(&["bench", "-m", path(&m), "-b", "0"]);
+    let o = ferrite(&["bench", "-m", path(&m), "--parallel", "0"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--batch must be at least 1"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--parallel must be at least 1"), "{}", stderr(&o));
 }

@@ -293,12 +293,21 @@ impl GgufFile {
     /// the pages leave the process's resident set but stay in the page cache, and a later read of the
     /// tensor faults them back in unchanged. Does nothing for a file parsed from memory.
     pub fn release(&self, info: &TensorInfo) {
+        self.release_range(info.offset as usize, info.size as usize);
+    }
+
+    /// [`release`](Self::release) for `len` bytes from `offset` in the file's data (a tensor's
+    /// [`TensorInfo::offset`] and on), for a tensor copied piece by piece. Ranges outside the map are
+    /// ignored.
+    pub fn release_range(&self, offset: usize, len: usize) {
         #[cfg(unix)]
         if let Some(map) = &self.map {
             // SAFETY: the map is read-only and backed by the file: after MADV_DONTNEED a read faults the
             // same bytes back in, so no live reference sees a change. A failure only leaves pages mapped.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, info.offset as usize, info.size as usize) };
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
         }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 
     /// The file's bytes, shared, for weights that keep pointing into the map.

@@ -52,29 +52,32 @@ impl Loader<'_> {
     /// interleaved kernels for it ([`QMatrix::interleave`]).
     pub fn linear(&self, prefix: &str, rows: usize, cols: usize, bias: bool) -> Result<Linear, ModelError> {
         let name = format!("{prefix}.weight");
-        let w = self.matrix(&name, rows, cols)?;
+        let mut w = self.matrix(&name, rows, cols)?;
         let b = if bias { Some(self.vector(&format!("{prefix}.bias"), rows)?) } else { None };
-        let linear = Linear::new(w, b);
-        if linear.w.is_interleaved()
-            && let Some(t) = self.gguf.tensor(&name)
-        {
-            // Products read only the repacked copy now: the mapped original need not stay resident.
-            self.gguf.release(t);
-        }
-        Ok(linear)
+        self.repack(&name, &mut w);
+        Ok(Linear::new(w, b))
     }
 
     /// The output head for tied embeddings: the embedding table `name` (already loaded as `embed`) used
-    /// as a linear layer. Where it is repacked, the mapped original is released like any other weight's:
-    /// embedding lookups fault back in only the rows they read.
+    /// as a linear layer, repacked like any other weight; embedding lookups fault back in only the rows
+    /// they read.
     pub fn tied_output(&self, name: &str, embed: &QMatrix) -> Linear {
-        let linear = Linear::new(embed.clone(), None);
-        if linear.w.is_interleaved()
-            && let Some(t) = self.gguf.tensor(name)
-        {
-            self.gguf.release(t);
-        }
-        linear
+        let mut w = embed.clone();
+        self.repack(name, &mut w);
+        Linear::new(w, None)
+    }
+
+    /// Repacks the tensor `name` (loaded as `w`) for the interleaved kernels where the CPU has them,
+    /// releasing the mapped original slice by slice as it goes: products read only the repacked copy,
+    /// so the original need not stay resident, and resident memory never holds both copies of more
+    /// than a slice.
+    fn repack(&self, name: &str, w: &mut QMatrix) {
+        let t = self.gguf.tensor(name);
+        w.interleave_releasing(&|start, len| {
+            if let Some(t) = t {
+                self.gguf.release_range(t.offset as usize + start, len);
+            }
+        });
     }
 }
 

@@ -78,19 +78,33 @@ impl Interleaved {
 /// Rows per interleaved group.
 const GROUP: usize = quant::INTERLEAVED_ROWS;
 
-/// `m`'s rows interleaved sixteen at a time by `pack` (groups in parallel).
+/// Bytes of the original a repacking slice covers before [`QMatrix::interleave_releasing`] reports it done.
+const REPACK_SLICE_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
+
+/// `m`'s rows interleaved sixteen at a time by `pack`, in slices of about [`REPACK_SLICE_BYTES`] (groups
+/// in parallel within a slice), calling `done(start, len)` with each slice's byte range in `m.data()`
+/// once it is packed.
 fn interleave_rows<B: bytemuck::Pod + Sync, P: bytemuck::Pod + Send>(
     m: &QMatrix,
     pack: impl Fn([&[B]; GROUP], usize) -> P + Sync,
+    done: &(dyn Fn(usize, usize) + Sync),
 ) -> Vec<P> {
     let nb = m.cols / m.dtype.block_size();
-    let mut packed = vec![P::zeroed(); m.rows / GROUP * nb];
-    packed.par_chunks_mut(nb.max(1)).enumerate().for_each(|(g, group)| {
-        let rows: [&[B]; GROUP] = std::array::from_fn(|r| bytemuck::cast_slice(m.row(g * GROUP + r)));
-        for (b, out) in group.iter_mut().enumerate() {
-            *out = pack(rows, b);
-        }
-    });
+    let group_bytes = GROUP * m.row_bytes;
+    let slice_groups = (REPACK_SLICE_BYTES / group_bytes.max(1)).max(1);
+    // Zeroed by the allocator (fresh pages, not written): resident memory grows slice by slice as the
+    // packing writes it, while `done` lets the original's pages go.
+    let mut packed: Vec<P> = bytemuck::zeroed_vec(m.rows / GROUP * nb);
+    for (s, slice) in packed.chunks_mut((slice_groups * nb).max(1)).enumerate() {
+        let g0 = s * slice_groups;
+        slice.par_chunks_mut(nb.max(1)).enumerate().for_each(|(i, group)| {
+            let rows: [&[B]; GROUP] = std::array::from_fn(|r| bytemuck::cast_slice(m.row((g0 + i) * GROUP + r)));
+            for (b, out) in group.iter_mut().enumerate() {
+                *out = pack(rows, b);
+            }
+        });
+        done(g0 * group_bytes, slice.len() / nb.max(1) * group_bytes);
+    }
     packed
 }
 
@@ -146,19 +160,27 @@ impl QMatrix {
     }
 
     /// Repacks the weights for this CPU's interleaved kernels, if it has them for this type and shape
-    /// (today: `Q4_0`, `Q4_K`, `Q5_0` and `Q8_0` with a multiple of 16 rows, on AVX-512 VNNI). Returns the bytes the
-    /// repacked copy takes — as many as the matrix (`Q4_K`: 2.8% more, its scales decoded), held besides
-    /// the original (which row lookups keep using) — or 0 where nothing was repacked. Products give the
-    /// same bits either way.
+    /// (today: `Q4_0`, `Q4_K`, `Q5_0` and `Q8_0` with a multiple of 16 rows, on AVX-512 VNNI). Returns
+    /// the bytes the repacked copy takes — as many as the matrix (`Q4_K`: 2.8% more, its scales
+    /// decoded), held besides the original (which row lookups keep using) — or 0 where nothing was
+    /// repacked. Products give the same bits either way.
     pub fn interleave(&mut self) -> usize {
+        self.interleave_releasing(&|_, _| {})
+    }
+
+    /// [`interleave`](Self::interleave), calling `done(start, len)` for each byte range of
+    /// [`data`](Self::data) as soon as it is repacked (slices of 16 MiB), so a caller can let the
+    /// original's pages go while the rest is repacked: resident memory then never holds both copies of
+    /// more than a slice.
+    pub fn interleave_releasing(&mut self, done: &(dyn Fn(usize, usize) + Sync)) -> usize {
         if self.interleaved.is_some() || !self.rows.is_multiple_of(GROUP) || !quant::has_interleaved(quant::kernels(), self.dtype) {
             return 0;
         }
         let packed = match self.dtype {
-            DType::Q4_0 => Interleaved::Q4_0(interleave_rows(self, BlockQ4_0x16::pack)),
-            DType::Q4K => Interleaved::Q4K(interleave_rows(self, BlockQ4Kx16::pack)),
-            DType::Q5_0 => Interleaved::Q5_0(interleave_rows(self, BlockQ5_0x16::pack)),
-            DType::Q8_0 => Interleaved::Q8_0(interleave_rows(self, BlockQ8_0x16::pack)),
+            DType::Q4_0 => Interleaved::Q4_0(interleave_rows(self, BlockQ4_0x16::pack, done)),
+            DType::Q4K => Interleaved::Q4K(interleave_rows(self, BlockQ4Kx16::pack, done)),
+            DType::Q5_0 => Interleaved::Q5_0(interleave_rows(self, BlockQ5_0x16::pack, done)),
+            DType::Q8_0 => Interleaved::Q8_0(interleave_rows(self, BlockQ8_0x16::pack, done)),
             _ => return 0,
         };
         let bytes = packed.bytes();
@@ -365,8 +387,9 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
 }
 
 /// Step 2 of [`matmul_seqs`] for an interleaved matrix: groups of 16 rows in parallel, each group's
-/// weights read once per run of up to 8 (`Q4_0`) or 4 (`Q4_K`) tokens of one order, which share its
-/// unpacking; one sequential stream per task.
+/// weights read once per run of up to 8 (`Q4_0`, and `Q5_0`/`Q8_0`, whose kernel takes a run two tokens
+/// at a time) or 4 (`Q4_K`) tokens of one order, which share its unpacking; one sequential stream per
+/// task.
 fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleaved, xq: &[u8], orders: &[Accumulation], y: &mut [f32]) {
     const EXPECT: &str = "interleaved only where the kernel set has the kernel";
     let nb = w.cols / w.dtype.block_size();
@@ -461,7 +484,8 @@ fn groups_in_parallel<B: Sync>(
     });
 }
 
-/// Most tokens an interleaved kernel call takes (`Q4_0`'s runs; `Q4_K`'s are shorter).
+/// Most tokens an interleaved kernel call takes (`Q4_0`'s, `Q5_0`'s and `Q8_0`'s runs; `Q4_K`'s are
+/// shorter).
 const MOST_TOKENS: usize = 8;
 
 /// How many of `units` (rows, or groups of interleaved rows) of `unit_bytes` each one parallel task
@@ -631,6 +655,35 @@ mod tests {
             let mut m = random_matrix(dtype, rows, 256, &mut rng);
             assert_eq!((m.interleave(), m.is_interleaved()), (0, false), "{dtype} {rows} rows");
         }
+    }
+
+    /// Repacking reports every byte of the original exactly once, in order, in slices, and the
+    /// repacked matrix gives the original's bits.
+    #[test]
+    fn repacking_reports_each_slice_of_the_original_once() {
+        let mut rng = Rng::new(16);
+        let w = random_matrix(DType::Q8_0, 96, 2048, &mut rng);
+        let mut packed = w.clone();
+        let ranges = std::sync::Mutex::new(Vec::new());
+        let bytes = packed.interleave_releasing(&|start, len| ranges.lock().unwrap().push((start, len)));
+        if !quant::has_interleaved(quant::kernels(), DType::Q8_0) {
+            assert_eq!((bytes, ranges.into_inner().unwrap()), (0, vec![]));
+            return;
+        }
+        let ranges = ranges.into_inner().unwrap();
+        assert!(ranges.len() > 1, "{ranges:?}");
+        let mut next = 0;
+        for &(start, len) in &ranges {
+            assert_eq!(start, next, "{ranges:?}");
+            assert!(len > 0 && len.is_multiple_of(GROUP * w.row_bytes()), "{ranges:?}");
+            next += len;
+        }
+        assert_eq!(next, w.data().len());
+        let x = rng.activations(3 * 2048);
+        let (mut a, mut b) = (vec![0.0f32; 3 * 96], vec![0.0f32; 3 * 96]);
+        matmul(&w, &x, 3, &mut a).unwrap();
+        matmul(&packed, &x, 3, &mut b).unwrap();
+        assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
 
     #[test]

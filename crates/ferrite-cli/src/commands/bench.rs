@@ -2,13 +2,14 @@
 //!
 //! - `pp N`: one forward pass over N random tokens from an empty cache; tokens/s = N / time.
 //! - `tg N`: N tokens decoded one per forward pass from an empty cache; tokens/s = N / time. With
-//!   `--batch B`, B sequences decode together, one token each per forward pass (llama-batched-bench's
+//!   `--parallel B`, B sequences decode together, one token each per forward pass (llama-batched-bench's
 //!   S_TG without the prompts): tokens/s = B·N / time.
 //!
 //! Each test runs after one untimed warm-up, `reps` times per thread count, each thread count on its own
 //! pool. Generation also reports the weight bytes read per second (every weight matrix is read once per
-//! decoded token; the embedding table only when it doubles as the output head) and that rate's share of
-//! the machine's DRAM read bandwidth, which `--membw` measures.
+//! decoding step, for all `--parallel` sequences; the embedding table only when it doubles as the
+//! output head) and that rate's share of the machine's DRAM read bandwidth, which `--membw` measures.
+//! (The JSON's `weight_bytes_per_token` is per step: per token when one sequence decodes.)
 
 use std::time::Instant;
 
@@ -24,8 +25,8 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if threads.contains(&0) {
         bail!("thread counts must be at least 1");
     }
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
     }
     if a.membw {
         for &t in &threads {
@@ -53,7 +54,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().context("starting a thread pool")?;
         for &(n_prompt, n_gen) in &tests {
-            let batch = if n_gen > 0 { a.batch } else { 1 };
+            let batch = if n_gen > 0 { a.parallel } else { 1 };
             let samples = pool.install(|| run_test(&lm.model, n_prompt, n_gen, batch, reps, a.seed))?;
             let n = (n_prompt + n_gen * batch) as f64;
             let ts: Vec<f64> = samples.iter().map(|s| n / s).collect();
@@ -65,7 +66,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
                 "n_threads": t,
-                "n_batch": batch,
+                "n_parallel": batch,
                 "kernels": ferrite_tensor::quant::kernel_tier(),
                 "avg_ns": (mean(&samples) * 1e9) as u64,
                 "avg_ts": avg,
@@ -108,7 +109,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if let Some(bw) = bw {
         println!(
-            "\nDRAM read bandwidth measured with {} threads: {bw:.2} GB/s; weights read per generated token: {:.1} MiB",
+            "\nDRAM read bandwidth measured with {} threads: {bw:.2} GB/s; weights read per decoding step: {:.1} MiB",
             threads.iter().max().unwrap(),
             weights as f64 / (1 << 20) as f64
         );

@@ -1,14 +1,15 @@
-//! Kernels for weights repacked at load into interleaved blocks ([`BlockQ4_0x16`], [`BlockQ4Kx16`]): sixteen rows side
-//! by side, one 32-bit lane of a 512-bit register per row, so one `vpdpbusd` advances sixteen rows by
+//! Kernels for weights repacked at load into interleaved blocks ([`BlockQ4_0x16`], [`BlockQ4Kx16`],
+//! [`BlockQ5_0x16`], [`BlockQ8_0x16`]): sixteen rows side by side, one 32-bit lane of a 512-bit register per row, so one `vpdpbusd` advances sixteen rows by
 //! four columns against a broadcast of four activations. Nothing is reduced across lanes: each lane
 //! ends as its row's output, and a matrix is read as one sequential stream.
 //!
-//! The order is ggml's for its own interleaved `Q4_0` (`ggml_gemv/gemm_q4_0_8x8_q8_0`, which llama.cpp
+//! `Q4_0`'s order is ggml's for its own interleaved `Q4_0` (`ggml_gemv/gemm_q4_0_8x8_q8_0`, which llama.cpp
 //! uses on every AVX2 CPU for matrices with a multiple of 8 rows): one f32 per output,
 //! `acc = fma(isum, d_w·d_a, acc)` per block ([`super::scalar::dot_q4_0_q8_0_rows`], the scalar twin).
 //!
-//! Weights enter `vpdpbusd` unsigned, as stored (`q + 8`); the offset comes off by starting each
-//! block's sum at `−8·Σa`, from the activation row's block sums ([`QuantizedRows`]).
+//! Weights enter `vpdpbusd` unsigned, as stored (`q + 8` for `Q4_0`); the offset comes off by
+//! starting each block's sum at `−8·Σa`, from the activation row's block sums ([`QuantizedRows`]).
+//! `Q5_0` and `Q8_0` do the same per lane ([`QuantizedLanes`]).
 //!
 //! `Q4_K` takes ggml's two orders for its interleaved `Q4_K` (`Rows` for the gemv, `RowsBy64` for
 //! the gemm's groups of four tokens; see [`super::accumulate`]): per 64 elements, two chains of eight
