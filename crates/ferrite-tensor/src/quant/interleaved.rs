@@ -355,7 +355,7 @@ const TOKENS_LANES: usize = 2;
 
 /// Sixteen interleaved rows of a [`LanesX16`] format against the activation rows `tokens`: `out[i][r]` is
 /// row `r` against token `tokens.start + i`, bit-identical to ggml's `vec_dot` on AVX2
-/// ([`super::scalar::vec_dot_q8_0_q8_0_lanes`], [`super::scalar::vec_dot_q5_0_q8_0_lanes`]).
+/// ([`super::scalar::vec_dot_q8_0_q8_0`], [`super::scalar::vec_dot_q5_0_q8_0`]).
 ///
 /// # Safety
 /// As [`dot_q4_0x16_q8_0`]; `x.starts` were made for `B::OFFSET`.

@@ -200,26 +200,26 @@ fn lanes<'a>(blocks: impl Iterator<Item = ([i32; QK], f32, &'a BlockQ8_0)>) -> f
     (s[0] + s[2]) + (s[1] + s[3])
 }
 
-/// [`vec_dot_q5_0_q8_0`] in [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
-pub fn vec_dot_q5_0_q8_0_lanes(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+/// In [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
+pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     lanes(x.iter().zip(y).map(|(bx, by)| (five_bits(bx.qh, &bx.qs).map(|q| q as i32 - 16), f16_to_f32(bx.d), by)))
 }
 
-/// [`vec_dot_q8_0_q8_0`] in [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
-pub fn vec_dot_q8_0_q8_0_lanes(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+/// In [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
+pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     lanes(x.iter().zip(y).map(|(bx, by)| (bx.qs.map(|q| q as i32), f16_to_f32(bx.d), by)))
 }
 
 /// Sixteen interleaved `Q5_0` rows against one activation row: the scalar twin of the interleaved
-/// SIMD kernel, [`vec_dot_q5_0_q8_0_lanes`] of each row.
+/// SIMD kernel, [`vec_dot_q5_0_q8_0`] of each row.
 pub fn dot_q5_0x16_q8_0(x: &[BlockQ5_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
-    std::array::from_fn(|r| vec_dot_q5_0_q8_0_lanes(&x.iter().map(|b| b.unpack(r)).collect::<Vec<_>>(), y))
+    std::array::from_fn(|r| vec_dot_q5_0_q8_0(&x.iter().map(|b| b.unpack(r)).collect::<Vec<_>>(), y))
 }
 
 /// Sixteen interleaved `Q8_0` rows against one activation row: the scalar twin of the interleaved
-/// SIMD kernel, [`vec_dot_q8_0_q8_0_lanes`] of each row.
+/// SIMD kernel, [`vec_dot_q8_0_q8_0`] of each row.
 pub fn dot_q8_0x16_q8_0(x: &[BlockQ8_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
-    std::array::from_fn(|r| vec_dot_q8_0_q8_0_lanes(&x.iter().map(|b| b.unpack(r)).collect::<Vec<_>>(), y))
+    std::array::from_fn(|r| vec_dot_q8_0_q8_0(&x.iter().map(|b| b.unpack(r)).collect::<Vec<_>>(), y))
 }
 
 /// Sixteen interleaved `Q4_K` rows against one activation row, in `Rows` order or (`by_64`) in
@@ -264,29 +264,11 @@ pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     sum
 }
 
-pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let isum = idot(five_bits(bx.qh, &bx.qs).map(|q| q as i32 - 16), &by.qs);
-        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d));
-    }
-    sum
-}
-
 pub fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     let mut sum = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
         let isum = idot(five_bits(bx.qh, &bx.qs), &by.qs);
         sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d)) + f16_to_f32(bx.m) * f16_to_f32(by.s);
-    }
-    sum
-}
-
-pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let isum = idot(bx.qs, &by.qs);
-        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d));
     }
     sum
 }

@@ -628,7 +628,7 @@ fn interleaved_q4k_kernel_matches_row_orders_bit_for_bit() {
     }
 }
 
-/// `Q5_0` and `Q8_0` keep `vec_dot`'s eight lanes: the scalar [`scalar::vec_dot_q5_0_q8_0_lanes`] order
+/// `Q5_0` and `Q8_0` keep `vec_dot`'s eight lanes: the scalar [`scalar::vec_dot_q5_0_q8_0`] order
 /// is the AVX2 and VNNI kernels' bit for bit; the sixteen-row interleaved blocks give back their rows;
 /// and the interleaved kernel and its scalar twin give each row's lanes-order bits against each token,
 /// for every token count a pass can have (1, 2, and 5 = 2 + 2 + 1).
@@ -662,7 +662,7 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                         let back: Vec<BlockQ5_0> = packed.iter().map(|b| b.unpack(r)).collect();
                         assert_eq!(bytemuck::cast_slice::<BlockQ5_0, u8>(&back), &row[..], "{dtype} unpack row {r}");
                     }
-                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q5_0_q8_0_lanes(blocks[r], tok(t)))).collect();
+                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q5_0_q8_0(blocks[r], tok(t)))).collect();
                     let twin = (0..tokens).map(|t| scalar::dot_q5_0x16_q8_0(&packed, tok(t))).collect();
                     (want, twin, bytemuck::cast_slice(&packed).to_vec())
                 } else {
@@ -672,7 +672,7 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                         let back: Vec<BlockQ8_0> = packed.iter().map(|b| b.unpack(r)).collect();
                         assert_eq!(bytemuck::cast_slice::<BlockQ8_0, u8>(&back), &row[..], "{dtype} unpack row {r}");
                     }
-                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q8_0_q8_0_lanes(blocks[r], tok(t)))).collect();
+                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q8_0_q8_0(blocks[r], tok(t)))).collect();
                     let twin = (0..tokens).map(|t| scalar::dot_q8_0x16_q8_0(&packed, tok(t))).collect();
                     (want, twin, bytemuck::cast_slice(&packed).to_vec())
                 };
