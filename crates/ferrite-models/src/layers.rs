@@ -55,7 +55,7 @@ impl Loader<'_> {
         let mut w = self.matrix(&name, rows, cols)?;
         let b = if bias { Some(self.vector(&format!("{prefix}.bias"), rows)?) } else { None };
         self.repack(&name, &mut w);
-        Ok(Linear::new(w, b))
+        Ok(Linear { w, b })
     }
 
     /// The output head for tied embeddings: the embedding table `name` (already loaded as `embed`) used
@@ -64,7 +64,7 @@ impl Loader<'_> {
     pub fn tied_output(&self, name: &str, embed: &QMatrix) -> Linear {
         let mut w = embed.clone();
         self.repack(name, &mut w);
-        Linear::new(w, None)
+        Linear { w, b: None }
     }
 
     /// Repacks the tensor `name` (loaded as `w`) for the interleaved kernels where the CPU has them,
@@ -88,12 +88,6 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    /// A layer over `w` (repacked for the CPU's interleaved kernels where it has them).
-    pub fn new(mut w: QMatrix, b: Option<Vec<f32>>) -> Linear {
-        w.interleave();
-        Linear { w, b }
-    }
-
     /// x: (n, cols) → (n, rows), where the n rows are `seq_tokens[0]` rows of the first sequence, then
     /// the second's, … (the kernels pick their accumulation order per sequence: see `matmul_seqs`).
     pub fn forward(&self, x: &[f32], seq_tokens: &[usize]) -> Result<Vec<f32>, ModelError> {

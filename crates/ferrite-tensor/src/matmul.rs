@@ -391,7 +391,6 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
 /// at a time) or 4 (`Q4_K`) tokens of one order, which share its unpacking; one sequential stream per
 /// task.
 fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleaved, xq: &[u8], orders: &[Accumulation], y: &mut [f32]) {
-    const EXPECT: &str = "interleaved only where the kernel set has the kernel";
     let nb = w.cols / w.dtype.block_size();
     match packed {
         Interleaved::Q4_0(blocks) => {
@@ -430,7 +429,7 @@ fn lanes_product<B: LanesX16 + Sync>(
     y: &mut [f32],
 ) {
     debug_assert!(orders.iter().all(|&o| o == Accumulation::Lanes), "these formats only take vec_dot's lanes");
-    let dot = dot.expect("interleaved only where the kernel set has the kernel");
+    let dot = dot.expect(EXPECT);
     let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
     let (mut starts, mut d) = (Vec::new(), Vec::new());
     lane_starts(q, B::OFFSET, &mut starts, &mut d);
@@ -438,6 +437,9 @@ fn lanes_product<B: LanesX16 + Sync>(
     // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for B.
     groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
 }
+
+/// Why an interleaved matrix's kernel is there: matrices are repacked only where the kernel set has it.
+const EXPECT: &str = "interleaved only where the kernel set has the kernel";
 
 /// Runs `kernel` over every group of `blocks` (`nb` interleaved blocks each) and every run of tokens
 /// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks.

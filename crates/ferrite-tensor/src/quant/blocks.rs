@@ -151,6 +151,19 @@ pub struct BlockQ8K {
 /// [`BlockQ8_0x16`]): one 32-bit lane of a 512-bit register each.
 pub const INTERLEAVED_ROWS: usize = 16;
 
+/// Puts row `r`'s 16 bytes of nibbles (`qs` of a `Q4_0` or `Q5_0` block) into the interleaved `qs` of
+/// sixteen rows: bytes `4r..4r+4` of the `j`-th 64 bytes are the row's `qs[4j..4j+4]`.
+fn put_nibble_lanes(qs: &mut [u8; 256], r: usize, row: &[u8; QK / 2]) {
+    for j in 0..4 {
+        qs[64 * j + 4 * r..][..4].copy_from_slice(&row[4 * j..4 * j + 4]);
+    }
+}
+
+/// Row `r`'s 16 bytes of nibbles back from an interleaved `qs` ([`put_nibble_lanes`]).
+fn take_nibble_lanes(qs: &[u8; 256], r: usize) -> [u8; QK / 2] {
+    std::array::from_fn(|i| qs[64 * (i / 4) + 4 * r + i % 4])
+}
+
 /// Sixteen `Q4_0` rows' blocks at the same column, interleaved so that a 512-bit register holds one
 /// 32-bit lane per row (ggml's `block_q4_0x8` idea, at AVX-512's width): `d[r]` is row `r`'s scale,
 /// and bytes `4r..4r+4` of the `j`-th 64 bytes of `qs` are row `r`'s `qs[4j..4j+4]` — low nibbles are
@@ -170,19 +183,14 @@ impl BlockQ4_0x16 {
         for (r, row) in rows.iter().enumerate() {
             let src = &row[b];
             d[r] = src.d;
-            for j in 0..4 {
-                qs[64 * j + 4 * r..][..4].copy_from_slice(&src.qs[4 * j..4 * j + 4]);
-            }
+            put_nibble_lanes(&mut qs, r, &src.qs);
         }
         BlockQ4_0x16 { d, qs }
     }
 
     /// Row `r`'s block, as [`pack`](Self::pack) took it.
     pub fn unpack(&self, r: usize) -> BlockQ4_0 {
-        let mut qs = [0u8; QK / 2];
-        for j in 0..4 {
-            qs[4 * j..4 * j + 4].copy_from_slice(&self.qs[64 * j + 4 * r..][..4]);
-        }
+        let qs = take_nibble_lanes(&self.qs, r);
         BlockQ4_0 { d: { self.d }[r], qs }
     }
 }
@@ -255,9 +263,7 @@ impl BlockQ5_0x16 {
             for (l, h) in qh.iter_mut().enumerate() {
                 *h |= (bits >> (4 * l) & 0xF) << (4 * r);
             }
-            for j in 0..4 {
-                out.qs[64 * j + 4 * r..][..4].copy_from_slice(&src.qs[4 * j..4 * j + 4]);
-            }
+            put_nibble_lanes(&mut out.qs, r, &src.qs);
         }
         (out.d, out.qh) = (d, qh.map(u64::to_le_bytes));
         out
@@ -265,10 +271,7 @@ impl BlockQ5_0x16 {
 
     /// Row `r`'s block, as [`pack`](Self::pack) took it.
     pub fn unpack(&self, r: usize) -> BlockQ5_0 {
-        let mut qs = [0u8; QK / 2];
-        for j in 0..4 {
-            qs[4 * j..4 * j + 4].copy_from_slice(&self.qs[64 * j + 4 * r..][..4]);
-        }
+        let qs = take_nibble_lanes(&self.qs, r);
         let qh = (0..8).fold(0u32, |h, l| h | ((u64::from_le_bytes(self.qh[l]) >> (4 * r) & 0xF) as u32) << (4 * l));
         BlockQ5_0 { d: { self.d }[r], qh: qh.to_le_bytes(), qs }
     }

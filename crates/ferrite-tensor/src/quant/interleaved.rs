@@ -68,6 +68,24 @@ pub fn pair_sums(q: &[BlockQ8K], pairs: &mut Vec<[i32; 4]>) {
     }));
 }
 
+/// The eight lane registers of sixteen rows' interleaved nibbles (`qs` of [`BlockQ4_0x16`] and
+/// [`BlockQ5_0x16`]): register `j < 4` holds each row's elements `4j..4j+4` (the low nibbles of the
+/// `j`-th 64 bytes), register `4 + j` its elements `16+4j..16+4j+4` (their high nibbles).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn nibble_lanes(qs: &[u8; 256]) -> [__m512i; 8] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut w = [_mm512_setzero_si512(); 8];
+    for j in 0..4 {
+        // SAFETY: 64 bytes at 64·j of 256, read in place.
+        let raw = unsafe { _mm512_loadu_si512(qs.as_ptr().add(64 * j).cast()) };
+        w[j] = _mm512_and_si512(raw, m4);
+        w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4);
+    }
+    w
+}
+
 #[cfg(target_arch = "x86_64")]
 /// Most tokens one pass over a block of weights serves (each needs one accumulator register).
 const TOKENS: usize = 8;
@@ -115,19 +133,12 @@ pub unsafe fn dot_q4_0x16_q8_0(w: &[BlockQ4_0x16], x: &QuantizedRows, tokens: st
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn q4_0x16_tokens<const T: usize>(w: &[BlockQ4_0x16], x: &QuantizedRows, t0: usize, out: &mut [[f32; 16]]) {
     let nb = x.blocks;
-    let m4 = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); T];
     for (b, wb) in w.iter().enumerate() {
-        // dw: the 16 rows' scales. w8[j] (j < 4) holds per row elements 4j..4j+4 and w8[4 + j]
-        // elements 16+4j..16+4j+4, as stored (q + 8).
-        // SAFETY: d is 32 bytes and qs 256, read in place.
+        // dw: the 16 rows' scales; w8: the nibbles, as stored (q + 8).
+        // SAFETY: d is 32 bytes, read in place.
         let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(std::ptr::addr_of!(wb.d).cast()) });
-        let mut w8 = [_mm512_setzero_si512(); 8];
-        for j in 0..4 {
-            let raw = unsafe { _mm512_loadu_si512(wb.qs.as_ptr().add(64 * j).cast()) };
-            w8[j] = _mm512_and_si512(raw, m4);
-            w8[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4);
-        }
+        let w8 = nibble_lanes(&wb.qs);
         for (t, acc) in acc.iter_mut().enumerate() {
             let i = (t0 + t) * nb + b;
             // SAFETY: block i exists (the caller's contract); its 32 quants are read as 8 words.
@@ -329,15 +340,8 @@ impl LanesX16 for BlockQ5_0x16 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn unpack(&self) -> [__m512i; 8] {
-        let m4 = _mm512_set1_epi8(0x0F);
         let five = _mm512_set1_epi8(0x10);
-        let mut w = [_mm512_setzero_si512(); 8];
-        for j in 0..4 {
-            // SAFETY: qs is 256 bytes, read in place.
-            let raw = unsafe { _mm512_loadu_si512(self.qs.as_ptr().add(64 * j).cast()) };
-            w[j] = _mm512_and_si512(raw, m4);
-            w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4);
-        }
+        let mut w = nibble_lanes(&self.qs);
         for (l, w) in w.iter_mut().enumerate() {
             // The fifth bits of lane l: one mask bit per byte; a nibble plus 16 is the nibble with bit 4 set.
             let k = _cvtu64_mask64(u64::from_le_bytes(self.qh[l]));

@@ -628,6 +628,29 @@ fn interleaved_q4k_kernel_matches_row_orders_bit_for_bit() {
     }
 }
 
+/// For [`interleaved_lanes_kernels_match_vec_dot_bit_for_bit`], one format: packs the sixteen `rows`,
+/// checks that each unpacks back to its row, and returns each row's lanes-order dot product with each
+/// of the `tokens` activation rows (`tok(t)`), the scalar twin's, and the packed bytes.
+fn lanes_case<'a, W: bytemuck::Pod, P: bytemuck::Pod>(
+    rows: &[Vec<u8>],
+    tok: impl Fn(usize) -> &'a [BlockQ8_0],
+    tokens: usize,
+    pack: fn([&[W]; 16], usize) -> P,
+    unpack: fn(&P, usize) -> W,
+    dot: fn(&[W], &[BlockQ8_0]) -> f32,
+    twin: fn(&[P], &[BlockQ8_0]) -> [f32; 16],
+) -> (Vec<[f32; 16]>, Vec<[f32; 16]>, Vec<u8>) {
+    let blocks: [&[W]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
+    let packed: Vec<P> = (0..blocks[0].len()).map(|b| pack(blocks, b)).collect();
+    for (r, row) in rows.iter().enumerate() {
+        let back: Vec<W> = packed.iter().map(|b| unpack(b, r)).collect();
+        assert_eq!(bytemuck::cast_slice::<W, u8>(&back), &row[..], "unpack row {r}");
+    }
+    let want = (0..tokens).map(|t| std::array::from_fn(|r| dot(blocks[r], tok(t)))).collect();
+    let twins = (0..tokens).map(|t| twin(&packed, tok(t))).collect();
+    (want, twins, bytemuck::cast_slice(&packed).to_vec())
+}
+
 /// `Q5_0` and `Q8_0` keep `vec_dot`'s eight lanes: the scalar [`scalar::vec_dot_q5_0_q8_0`] order
 /// is the AVX2 and VNNI kernels' bit for bit; the sixteen-row interleaved blocks give back their rows;
 /// and the interleaved kernel and its scalar twin give each row's lanes-order bits against each token,
@@ -655,26 +678,26 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                 }
                 let q: &[BlockQ8_0] = as_blocks(&xq);
                 let tok = |t: usize| &q[t * nb..][..nb];
-                let (want, twin, packed_bytes): (Vec<[f32; 16]>, Vec<[f32; 16]>, Vec<u8>) = if dtype == DType::Q5_0 {
-                    let blocks: [&[BlockQ5_0]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
-                    let packed: Vec<BlockQ5_0x16> = (0..nb).map(|b| BlockQ5_0x16::pack(blocks, b)).collect();
-                    for (r, row) in rows.iter().enumerate() {
-                        let back: Vec<BlockQ5_0> = packed.iter().map(|b| b.unpack(r)).collect();
-                        assert_eq!(bytemuck::cast_slice::<BlockQ5_0, u8>(&back), &row[..], "{dtype} unpack row {r}");
-                    }
-                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q5_0_q8_0(blocks[r], tok(t)))).collect();
-                    let twin = (0..tokens).map(|t| scalar::dot_q5_0x16_q8_0(&packed, tok(t))).collect();
-                    (want, twin, bytemuck::cast_slice(&packed).to_vec())
+                let (want, twin, packed_bytes) = if dtype == DType::Q5_0 {
+                    lanes_case(
+                        &rows,
+                        tok,
+                        tokens,
+                        BlockQ5_0x16::pack,
+                        BlockQ5_0x16::unpack,
+                        scalar::vec_dot_q5_0_q8_0,
+                        scalar::dot_q5_0x16_q8_0,
+                    )
                 } else {
-                    let blocks: [&[BlockQ8_0]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
-                    let packed: Vec<BlockQ8_0x16> = (0..nb).map(|b| BlockQ8_0x16::pack(blocks, b)).collect();
-                    for (r, row) in rows.iter().enumerate() {
-                        let back: Vec<BlockQ8_0> = packed.iter().map(|b| b.unpack(r)).collect();
-                        assert_eq!(bytemuck::cast_slice::<BlockQ8_0, u8>(&back), &row[..], "{dtype} unpack row {r}");
-                    }
-                    let want = (0..tokens).map(|t| std::array::from_fn(|r| scalar::vec_dot_q8_0_q8_0(blocks[r], tok(t)))).collect();
-                    let twin = (0..tokens).map(|t| scalar::dot_q8_0x16_q8_0(&packed, tok(t))).collect();
-                    (want, twin, bytemuck::cast_slice(&packed).to_vec())
+                    lanes_case(
+                        &rows,
+                        tok,
+                        tokens,
+                        BlockQ8_0x16::pack,
+                        BlockQ8_0x16::unpack,
+                        scalar::vec_dot_q8_0_q8_0,
+                        scalar::dot_q8_0x16_q8_0,
+                    )
                 };
                 for t in 0..tokens {
                     for r in 0..16 {
