@@ -44,7 +44,7 @@ pub fn kernels() -> Vec<(&'static str, String)> {
 /// Which weight types are repacked into interleaved blocks ([`crate::matmul::QMatrix::interleave`]).
 fn repacked() -> String {
     let k = crate::quant::kernels();
-    let types: Vec<&str> = [crate::DType::Q4_0, crate::DType::Q4K, crate::DType::Q5_0, crate::DType::Q8_0]
+    let types: Vec<&str> = [crate::DType::Q4_0, crate::DType::Q4K, crate::DType::Q5_0, crate::DType::Q8_0, crate::DType::Q6K]
         .into_iter()
         .filter(|&t| crate::quant::has_interleaved(k, t))
         .map(|t| t.name())

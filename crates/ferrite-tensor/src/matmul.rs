@@ -16,11 +16,12 @@
 //!    streams the hardware prefetcher follows (adjacent rows, interleaved, defeat it). A lone token
 //!    (decode) takes the whole task as one such pair of halves.
 //!
-//! A matrix repacked at load ([`QMatrix::interleave`]: `Q4_0`, `Q4_K`, `Q5_0` and `Q8_0` on AVX-512
-//! VNNI) takes step 2 differently: sixteen rows sit side by side, one per 32-bit lane, so a task walks
-//! its groups of sixteen rows as one stream and runs of up to 8 (`Q4_0`), 4 (`Q4_K`) or 2 (`Q5_0`,
-//! `Q8_0`, whose eight `vec_dot` lanes take eight registers a token) tokens share each group's
-//! unpacking, with nothing reduced across lanes ([`quant::interleaved`]).
+//! A matrix repacked at load ([`QMatrix::interleave`]: `Q4_0`, `Q4_K`, `Q5_0`, `Q8_0` and `Q6_K` on
+//! AVX-512 VNNI) takes step 2 differently: sixteen rows sit side by side, one per 32-bit lane, so a task
+//! walks its groups of sixteen rows as one stream and runs of up to 8 (`Q4_0`), 6 (`Q6_K` prompts), 4
+//! (`Q4_K`) or 2 (`Q5_0`, `Q8_0` and `Q6_K` decoding, whose eight `vec_dot` lanes take eight registers a
+//! token) tokens share each group's unpacking, with nothing reduced across lanes
+//! ([`quant::interleaved`]).
 //!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
 //! sequence the token belongs to ([`accumulation`]), so results do not depend on the number of threads,
@@ -35,7 +36,7 @@ use rayon::prelude::*;
 use crate::par;
 use crate::quant::interleaved::{LanesX16, QuantizedLanes, QuantizedRows, QuantizedRowsK, block_sums, lane_starts, pair_sums};
 use crate::quant::{
-    self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ8_0, BlockQ8_0x16, BlockQ8K, accumulation, row_bytes, vec_dot_type,
+    self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8K, accumulation, row_bytes, vec_dot_type,
 };
 use crate::{DType, TensorError};
 
@@ -62,6 +63,7 @@ enum Interleaved {
     Q4K(Vec<BlockQ4Kx16>),
     Q5_0(Vec<BlockQ5_0x16>),
     Q8_0(Vec<BlockQ8_0x16>),
+    Q6K(Vec<BlockQ6Kx16>),
 }
 
 impl Interleaved {
@@ -71,6 +73,7 @@ impl Interleaved {
             Interleaved::Q4K(v) => std::mem::size_of_val(&v[..]),
             Interleaved::Q5_0(v) => std::mem::size_of_val(&v[..]),
             Interleaved::Q8_0(v) => std::mem::size_of_val(&v[..]),
+            Interleaved::Q6K(v) => std::mem::size_of_val(&v[..]),
         }
     }
 }
@@ -160,7 +163,7 @@ impl QMatrix {
     }
 
     /// Repacks the weights for this CPU's interleaved kernels, if it has them for this type and shape
-    /// (today: `Q4_0`, `Q4_K`, `Q5_0` and `Q8_0` with a multiple of 16 rows, on AVX-512 VNNI). Returns
+    /// (today: `Q4_0`, `Q4_K`, `Q5_0`, `Q8_0` and `Q6_K` with a multiple of 16 rows, on AVX-512 VNNI). Returns
     /// the bytes the repacked copy takes — as many as the matrix (`Q4_K`: 2.8% more, its scales
     /// decoded), held besides the original (which row lookups keep using) — or 0 where nothing was
     /// repacked. Products give the same bits either way.
@@ -181,6 +184,7 @@ impl QMatrix {
             DType::Q4K => Interleaved::Q4K(interleave_rows(self, BlockQ4Kx16::pack, done)),
             DType::Q5_0 => Interleaved::Q5_0(interleave_rows(self, BlockQ5_0x16::pack, done)),
             DType::Q8_0 => Interleaved::Q8_0(interleave_rows(self, BlockQ8_0x16::pack, done)),
+            DType::Q6K => Interleaved::Q6K(interleave_rows(self, BlockQ6Kx16::pack, done)),
             _ => return 0,
         };
         let bytes = packed.bytes();
@@ -415,6 +419,15 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
         }
         Interleaved::Q5_0(blocks) => lanes_product(kernels.q5_0x16, blocks, nb, w.rows, xq, orders, y),
         Interleaved::Q8_0(blocks) => lanes_product(kernels.q8_0x16, blocks, nb, w.rows, xq, orders, y),
+        Interleaved::Q6K(blocks) => {
+            let dot = kernels.q6kx16.expect(EXPECT);
+            let q: &[BlockQ8K] = bytemuck::cast_slice(xq);
+            debug_assert!(orders.iter().all(|&o| matches!(o, Accumulation::Tiled | Accumulation::Lanes)), "Q6_K takes Tiled or Lanes");
+            // SAFETY: as above.
+            groups_in_parallel(blocks, nb, w.rows, orders, 6, y, |g, tokens, order, out| unsafe {
+                dot(g, q, nb, tokens, order == Accumulation::Tiled, out)
+            });
+        }
     }
 }
 
@@ -619,13 +632,13 @@ mod tests {
     }
 
     /// An interleaved matrix gives the bits of the same matrix unpacked, for decode and prompt token
-    /// counts and batches of sequences (whose orders differ for `Q4_K`), on any number of threads;
+    /// counts and batches of sequences (whose orders differ for `Q4_K` and `Q6_K`), on any number of threads;
     /// shapes and types it cannot take are left alone.
     #[test]
     fn interleaved_matrix_gives_the_same_bits() {
         let mut rng = Rng::new(15);
         let (rows, cols) = (96, 2048);
-        for dtype in [DType::Q4_0, DType::Q4K, DType::Q5_0, DType::Q8_0] {
+        for dtype in [DType::Q4_0, DType::Q4K, DType::Q5_0, DType::Q8_0, DType::Q6K] {
             let w = random_matrix(dtype, rows, cols, &mut rng);
             let mut packed = w.clone();
             let bytes = packed.interleave();
@@ -652,7 +665,7 @@ mod tests {
             }
         }
         for (dtype, rows) in
-            [(DType::Q4_0, 88), (DType::Q4K, 88), (DType::Q5_0, 88), (DType::Q8_0, 88), (DType::Q4_1, 96), (DType::Q6K, 96)]
+            [(DType::Q4_0, 88), (DType::Q4K, 88), (DType::Q5_0, 88), (DType::Q8_0, 88), (DType::Q6K, 88), (DType::Q4_1, 96)]
         {
             let mut m = random_matrix(dtype, rows, 256, &mut rng);
             assert_eq!((m.interleave(), m.is_interleaved()), (0, false), "{dtype} {rows} rows");

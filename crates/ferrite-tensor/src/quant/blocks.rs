@@ -148,7 +148,7 @@ pub struct BlockQ8K {
 }
 
 /// Rows side by side in an interleaved block ([`BlockQ4_0x16`], [`BlockQ4Kx16`], [`BlockQ5_0x16`],
-/// [`BlockQ8_0x16`]): one 32-bit lane of a 512-bit register each.
+/// [`BlockQ8_0x16`], [`BlockQ6Kx16`]): one 32-bit lane of a 512-bit register each.
 pub const INTERLEAVED_ROWS: usize = 16;
 
 /// Puts row `r`'s 16 bytes of nibbles (`qs` of a `Q4_0` or `Q5_0` block) into the interleaved `qs` of
@@ -312,6 +312,81 @@ impl BlockQ8_0x16 {
     }
 }
 
+/// Sixteen `Q6_K` rows' super-blocks at the same column, interleaved so that one 512-bit register holds
+/// four consecutive values of one sub-block for each of the sixteen rows. Values are unsigned, as
+/// stored (`q + 32`, in 0..64). Same size as the sixteen blocks.
+///
+/// Register `k` (`k < 4`) of sub-block `j` holds, in bytes `4r..4r+4`, row `r`'s elements
+/// `16j + 4k .. 16j + 4k + 4`:
+/// - `d[r]`: row `r`'s scale; `scales[p][r]`: its signed scales of sub-blocks `2p` and `2p + 1` (a pair
+///   of bytes, so they widen to one 32-bit lane of two i16).
+/// - `q[3j..3j + 3]`: sub-block `j`'s three 64-byte runs, in the order the kernels read them (so a
+///   block is one stream):
+///   - `q[3j + k % 2]`, the low bits: its byte `4r + i` holds element `16j + 4k + i`'s low four bits, in
+///     its low nibble for `k < 2` and its high nibble for `k ≥ 2`;
+///   - `q[3j + 2]`, the high bits: bits `2k..2k+2` of its byte `4r + i` are element `16j + 4k + i`'s
+///     high two bits.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ6Kx16 {
+    pub d: [f16; 16],
+    pub scales: [[[i8; 2]; 16]; 8],
+    pub q: [[u8; 64]; 48],
+}
+
+impl BlockQ6Kx16 {
+    /// Super-block `b` of each of 16 rows, interleaved.
+    pub fn pack(rows: [&[BlockQ6K]; INTERLEAVED_ROWS], b: usize) -> Self {
+        let mut out = BlockQ6Kx16::zeroed();
+        let (mut d, mut scales) = ([f16::ZERO; 16], [[[0i8; 2]; 16]; 8]);
+        for (r, row) in rows.iter().enumerate() {
+            let src = &row[b];
+            d[r] = src.d;
+            let v = super::dequant::q6k_values(src).map(|q| (q + 32) as u8);
+            for j in 0..16 {
+                scales[j / 2][r][j % 2] = src.scales[j];
+                for k in 0..4 {
+                    for i in 0..4 {
+                        let q = v[16 * j + 4 * k + i];
+                        out.q[3 * j + k % 2][4 * r + i] |= (q & 0x0F) << (4 * (k / 2));
+                        out.q[3 * j + 2][4 * r + i] |= (q >> 4) << (2 * k);
+                    }
+                }
+            }
+        }
+        (out.d, out.scales) = (d, scales);
+        out
+    }
+
+    /// Row `r`'s 256 values `q + 32`, in element order.
+    pub fn values(&self, r: usize) -> [u8; QK_K] {
+        std::array::from_fn(|e| {
+            let (j, k, i) = (e / 16, e % 16 / 4, e % 4);
+            let low = self.q[3 * j + k % 2][4 * r + i] >> (4 * (k / 2)) & 0x0F;
+            let high = self.q[3 * j + 2][4 * r + i] >> (2 * k) & 3;
+            low | high << 4
+        })
+    }
+
+    /// Row `r`'s super-block, as [`pack`](Self::pack) took it (re-encoded in `Q6_K`'s layout).
+    pub fn unpack(&self, r: usize) -> BlockQ6K {
+        let v = self.values(r);
+        let mut out = BlockQ6K { ql: [0; QK_K / 2], qh: [0; QK_K / 4], scales: std::array::from_fn(|j| self.scales[j / 2][r][j % 2]), d: { self.d }[r] };
+        // The inverse of `q6k_values`: per 128-element half, element l + 32m's low nibble in ql[l + 32(m % 2)]
+        // (low nibble for m < 2), its high bits at bit 2m of qh[l].
+        for h in 0..2 {
+            for l in 0..32 {
+                for m in 0..4 {
+                    let q = v[128 * h + l + 32 * m];
+                    out.ql[64 * h + l + 32 * (m % 2)] |= (q & 0x0F) << (4 * (m / 2));
+                    out.qh[32 * h + l] |= (q >> 4) << (2 * m);
+                }
+            }
+        }
+        out
+    }
+}
+
 const _: () = assert!(size_of::<BlockQ4_0>() == DType::Q4_0.type_size());
 const _: () = assert!(size_of::<BlockQ4_1>() == DType::Q4_1.type_size());
 const _: () = assert!(size_of::<BlockQ5_0>() == DType::Q5_0.type_size());
@@ -329,6 +404,7 @@ const _: () = assert!(size_of::<BlockQ4_0x16>() == 16 * DType::Q4_0.type_size())
 const _: () = assert!(size_of::<BlockQ4Kx16>() == 16 * DType::Q4K.type_size() + 64);
 const _: () = assert!(size_of::<BlockQ5_0x16>() == 16 * DType::Q5_0.type_size());
 const _: () = assert!(size_of::<BlockQ8_0x16>() == 16 * DType::Q8_0.type_size());
+const _: () = assert!(size_of::<BlockQ6Kx16>() == 16 * DType::Q6K.type_size());
 
 /// Views `bytes` as blocks, dropping a trailing partial block (callers check lengths first).
 /// Never fails: every block type is 1-aligned and `Pod`.

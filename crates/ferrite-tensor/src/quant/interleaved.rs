@@ -1,5 +1,5 @@
 //! Kernels for weights repacked at load into interleaved blocks ([`BlockQ4_0x16`], [`BlockQ4Kx16`],
-//! [`BlockQ5_0x16`], [`BlockQ8_0x16`]): sixteen rows side by side, one 32-bit lane of a 512-bit register per row, so one `vpdpbusd` advances sixteen rows by
+//! [`BlockQ5_0x16`], [`BlockQ8_0x16`], [`BlockQ6Kx16`]): sixteen rows side by side, one 32-bit lane of a 512-bit register per row, so one `vpdpbusd` advances sixteen rows by
 //! four columns against a broadcast of four activations. Nothing is reduced across lanes: each lane
 //! ends as its row's output, and a matrix is read as one sequential stream.
 //!
@@ -24,11 +24,20 @@
 //! `vpdpbusd`, eight conversions and eight FMAs for sixteen rows, and the eight registers are summed at
 //! the end in `hsum_ps`'s tree ([`super::scalar::dot_q5_0x16_q8_0`] and
 //! [`super::scalar::dot_q8_0x16_q8_0`] are the scalar twins).
+//!
+//! `Q6_K` ([`BlockQ6Kx16`]; ggml does not repack it on x86) takes ggml's two orders for it: its tiled
+//! matmul's for prompts (`Tiled`: the super-block's exact integer sum, then `r = isum·d_w`,
+//! `acc = fma(r, d_a, acc)`), where per sub-block four `vpdpbusd` and one `vpmulld` by the rows' scales
+//! serve sixteen rows; and `vec_dot`'s eight lanes for decoding, where lane `l` of 32-element chunk `c`
+//! (elements `32c + 4l .. + 4`) is again one `vpdpbusd`, small enough for i16, so one `vpdpwssd` applies
+//! the scale and accumulates. Values enter unsigned (`q + 32`); the offset comes off per lane as ggml's
+//! does, `32·scale·bsum` of the lane's two sub-blocks ([`super::scalar::dot_q6kx16_q8k`] is the scalar
+//! twin). A block's bytes lie in the order these kernels read them, so it is one stream.
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
-use super::blocks::{BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ8_0, BlockQ8_0x16, BlockQ8K};
+use super::blocks::{BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8K};
 
 /// Activation rows quantized to `Q8_0` with what the interleaved kernels need per block besides the
 /// quants: `sums[i] = Σ q` and `d[i]` as f32, for block `i = token · blocks + b`.
@@ -416,6 +425,197 @@ unsafe fn lanes_x16_tokens<const T: usize, B: LanesX16>(w: &[B], x: &QuantizedLa
     }
     for (o, a) in out.iter_mut().zip(acc) {
         // hsum_ps's tree, one row per lane: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+        let s = [_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])];
+        let sum = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), sum) };
+    }
+}
+
+/// Sub-block `j`'s four registers of sixteen interleaved `Q6_K` rows ([`BlockQ6Kx16`]): register `k`
+/// holds each row's values `q + 32` of elements `16j + 4k .. 16j + 4k + 4`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn q6k_sub_block(w: &BlockQ6Kx16, j: usize) -> [__m512i; 4] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let q = &w.q[3 * j..3 * j + 3];
+    // SAFETY: three runs of 64 bytes, read in place.
+    let (l01, l23, h) =
+        unsafe { (_mm512_loadu_si512(q[0].as_ptr().cast()), _mm512_loadu_si512(q[1].as_ptr().cast()), _mm512_loadu_si512(q[2].as_ptr().cast())) };
+    // (a & m4) | b, one instruction: 0xEA is A&B | C over (a, m4, b).
+    let join = |a: __m512i, b: __m512i| _mm512_ternarylogic_epi32::<0xEA>(a, m4, b);
+    [
+        join(l01, _mm512_and_si512(_mm512_slli_epi16::<4>(h), m30)),
+        join(l23, _mm512_and_si512(_mm512_slli_epi16::<2>(h), m30)),
+        join(_mm512_srli_epi16::<4>(l01), _mm512_and_si512(h, m30)),
+        join(_mm512_srli_epi16::<4>(l23), _mm512_and_si512(_mm512_srli_epi16::<2>(h), m30)),
+    ]
+}
+
+/// The scales of sub-blocks `2p` and `2p + 1` of sixteen `Q6_K` rows, one 32-bit lane of two i16 per row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn q6k_scale_pairs(w: &BlockQ6Kx16, p: usize) -> __m512i {
+    // SAFETY: p < 8; 32 bytes, read in place.
+    _mm512_cvtepi8_epi16(unsafe { _mm256_loadu_si256(w.scales[p].as_ptr().cast()) })
+}
+
+/// Each row's offset term `−32·(sc[2l]·bsum[2l] + sc[2l+1]·bsum[2l+1])` for lane `l` of ggml's `vec_dot`
+/// (summed over `l`: the whole super-block's), from the rows' scale pairs times −32 (`neg32[l]`, which
+/// fit i16) against a broadcast of the activation's bsums `2l, 2l + 1` (one 32-bit word).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn q6k_offset(acc: __m512i, neg32: __m512i, by: &BlockQ8K, l: usize) -> __m512i {
+    // SAFETY: l < 8; bsums 2l, 2l + 1 are 4 bytes inside by, read unaligned.
+    let pair = unsafe { std::ptr::addr_of!(by.bsums).cast::<i32>().add(l).read_unaligned() };
+    _mm512_dpwssd_epi32(acc, neg32, _mm512_set1_epi32(pair))
+}
+
+/// Most tokens one pass of the `Q6_K` kernel serves in `Tiled` order (three registers each, besides the
+/// weights), and in `vec_dot`'s lanes (eight integer lanes each).
+#[cfg(target_arch = "x86_64")]
+const TOKENS_Q6K_TILED: usize = 6;
+#[cfg(target_arch = "x86_64")]
+const TOKENS_Q6K_LANES: usize = 2;
+
+/// Sixteen interleaved `Q6_K` rows against the activation rows `tokens` of `x` (`nb` super-blocks a row),
+/// all in `Tiled` order (`tiled`) or all in `vec_dot`'s lanes: `out[i][r]` is row `r` against token
+/// `tokens.start + i`, bit-identical to [`super::scalar::dot_q6k_q8k_tiled`] /
+/// [`super::scalar::vec_dot_q6k_q8k`] (and the AVX2 kernels).
+///
+/// # Safety
+/// As [`dot_q4_0x16_q8_0`].
+///
+/// # Panics
+/// If `w` is not `nb` long, the token range is outside `x`, or `out` is not one entry per token.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_q6kx16_q8k(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, tokens: std::ops::Range<usize>, tiled: bool, out: &mut [[f32; 16]]) {
+    assert_eq!(w.len(), nb, "interleaved blocks");
+    assert!(tokens.end * nb <= x.len(), "token range");
+    assert_eq!(out.len(), tokens.len(), "outputs");
+    let mut t = tokens.start;
+    for chunk in out.chunks_mut(if tiled { TOKENS_Q6K_TILED } else { TOKENS_Q6K_LANES }) {
+        // SAFETY: the asserts above keep super-blocks t·nb .. (t + chunk.len())·nb inside x.
+        unsafe {
+            match (chunk.len(), tiled) {
+                (6, true) => q6kx16_tiled::<6>(w, x, nb, t, chunk),
+                (5, true) => q6kx16_tiled::<5>(w, x, nb, t, chunk),
+                (4, true) => q6kx16_tiled::<4>(w, x, nb, t, chunk),
+                (3, true) => q6kx16_tiled::<3>(w, x, nb, t, chunk),
+                (2, true) => q6kx16_tiled::<2>(w, x, nb, t, chunk),
+                (_, true) => q6kx16_tiled::<1>(w, x, nb, t, chunk),
+                (2, false) => q6kx16_lanes::<2>(w, x, nb, t, chunk),
+                (_, false) => q6kx16_lanes::<1>(w, x, nb, t, chunk),
+            }
+        }
+        t += chunk.len();
+    }
+}
+
+/// `T` tokens from `t0` in `Tiled` order: per sub-block, four `vpdpbusd` give each row's exact sum of
+/// values `q + 32` times the activations, `vpmulld` applies the rows' scales; the offset comes off once
+/// per super-block ([`q6k_offset`]); then `r = isum·d_w`, `acc = fma(r, d_a, acc)`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; super-blocks `t0·nb .. (t0 + T)·nb` exist in `x`, `out.len() == T`, `w.len() == nb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q6kx16_tiled<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, t0: usize, out: &mut [[f32; 16]]) {
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (b, wb) in w.iter().enumerate() {
+        // SAFETY (every activation read): super-block (t0 + t)·nb + b exists (the caller's contract).
+        let by = |t: usize| unsafe { x.get_unchecked((t0 + t) * nb + b) };
+        let mut isum = [zero; T];
+        for p in 0..8 {
+            let pairs = q6k_scale_pairs(wb, p);
+            let neg32 = _mm512_sub_epi16(zero, _mm512_slli_epi16::<5>(pairs));
+            for (t, isum) in isum.iter_mut().enumerate() {
+                *isum = q6k_offset(*isum, neg32, by(t), p);
+            }
+            // The two scales sign-extended to i32.
+            let sc = [_mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(pairs)), _mm512_srai_epi32::<16>(pairs)];
+            for (h, &sc) in sc.iter().enumerate() {
+                let j = 2 * p + h;
+                let r = q6k_sub_block(wb, j);
+                for (t, isum) in isum.iter_mut().enumerate() {
+                    let q = by(t).qs.as_ptr().wrapping_add(16 * j).cast::<i32>();
+                    let mut s = zero;
+                    for (k, &r) in r.iter().enumerate() {
+                        // SAFETY: elements 16j + 4k .. + 4 of the activation's 256, read unaligned.
+                        s = _mm512_dpbusd_epi32(s, r, _mm512_set1_epi32(unsafe { q.add(k).read_unaligned() }));
+                    }
+                    *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(s, sc));
+                }
+            }
+        }
+        // SAFETY: d is 32 bytes, read in place.
+        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(std::ptr::addr_of!(wb.d).cast()) });
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let r = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), dw);
+            *acc = _mm512_fmadd_ps(r, _mm512_set1_ps(by(t).d), *acc);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
+    }
+}
+
+/// `T` tokens from `t0` in `vec_dot`'s lanes: per 32-element chunk `c` and lane `l`, one `vpdpbusd` gives
+/// each row's sum over elements `32c + 4l .. + 4` (at most 4·63·127, so it fits i16) and one `vpdpwssd`
+/// adds it times the sub-block's scale to lane `l`'s integer sum (scale in the low i16, zero in the
+/// high); per super-block, `acc[l] = fma(d_w·d_a, lane_l, acc[l])`; at the end `hsum_ps`'s tree.
+///
+/// # Safety
+/// As [`q6kx16_tiled`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q6kx16_lanes<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, t0: usize, out: &mut [[f32; 16]]) {
+    let zero = _mm512_setzero_si512();
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let mut acc = [[_mm512_setzero_ps(); 8]; T];
+    for (b, wb) in w.iter().enumerate() {
+        // SAFETY (every activation read): super-block (t0 + t)·nb + b exists (the caller's contract).
+        let by = |t: usize| unsafe { x.get_unchecked((t0 + t) * nb + b) };
+        let mut lanes = [[zero; 8]; T];
+        for c in 0..8 {
+            let pairs = q6k_scale_pairs(wb, c);
+            // Sub-blocks 2c and 2c + 1: their registers and their scales as (scale, 0) i16 pairs.
+            let r = [q6k_sub_block(wb, 2 * c), q6k_sub_block(wb, 2 * c + 1)];
+            let sc = [_mm512_and_si512(pairs, low16), _mm512_srli_epi32::<16>(pairs)];
+            for (t, lanes) in lanes.iter_mut().enumerate() {
+                let q = by(t).qs.as_ptr().wrapping_add(32 * c).cast::<i32>();
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    // SAFETY: elements 32c + 4l .. + 4 of the activation's 256, read unaligned.
+                    let s = _mm512_dpbusd_epi32(zero, r[l / 4][l % 4], _mm512_set1_epi32(unsafe { q.add(l).read_unaligned() }));
+                    *lane = _mm512_dpwssd_epi32(*lane, s, sc[l / 4]);
+                }
+            }
+        }
+        // The offsets, after the chunks: indexed by the loop's `c`, the lanes would live in memory.
+        for l in 0..8 {
+            let neg32 = _mm512_sub_epi16(zero, _mm512_slli_epi16::<5>(q6k_scale_pairs(wb, l)));
+            for (t, lanes) in lanes.iter_mut().enumerate() {
+                lanes[l] = q6k_offset(lanes[l], neg32, by(t), l);
+            }
+        }
+        // SAFETY: d is 32 bytes, read in place.
+        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(std::ptr::addr_of!(wb.d).cast()) });
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let d = _mm512_mul_ps(_mm512_set1_ps(by(t).d), dw);
+            for (acc, &lane) in acc.iter_mut().zip(&lanes[t]) {
+                *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lane), *acc);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        // hsum_ps's tree, one row per lane.
         let s = [_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])];
         let sum = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
         // SAFETY: 16 floats.

@@ -48,7 +48,7 @@ mod tests;
 pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_0x16, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_0x16, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ6Kx16,
     BlockQ8_0, BlockQ8_0x16, BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
 };
 
@@ -291,6 +291,7 @@ pub(crate) fn has_interleaved(k: &Kernels, weight: DType) -> bool {
         DType::Q4K => k.q4kx16.is_some(),
         DType::Q5_0 => k.q5_0x16.is_some(),
         DType::Q8_0 => k.q8_0x16.is_some(),
+        DType::Q6K => k.q6kx16.is_some(),
         _ => false,
     }
 }
@@ -338,6 +339,9 @@ pub(crate) type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, 
 /// The same for `Q4_K`, in `RowsBy64` order (`true`) or `Rows`.
 pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
 /// The same for the formats that keep `vec_dot`'s lanes (see [`interleaved::LanesX16`]).
+/// The same for `Q6_K` (activation rows of `blocks` super-blocks each), in `Tiled` order (`true`) or
+/// `vec_dot`'s lanes.
+pub(crate) type DotX16Q6K = Option<unsafe fn(&[BlockQ6Kx16], &[BlockQ8K], usize, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
 pub(crate) type DotLanesX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]])>;
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
@@ -360,6 +364,7 @@ pub(crate) struct Kernels {
     pub(crate) q4kx16: DotX16K<BlockQ4Kx16>,
     pub(crate) q5_0x16: DotLanesX16<BlockQ5_0x16>,
     pub(crate) q8_0x16: DotLanesX16<BlockQ8_0x16>,
+    pub(crate) q6kx16: DotX16Q6K,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
     q6k_tiled_x4: Dot4<BlockQ6K, BlockQ8K>,
@@ -405,6 +410,7 @@ static SCALAR: Kernels = Kernels {
     q4kx16: None,
     q5_0x16: None,
     q8_0x16: None,
+    q6kx16: None,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: scalar::dot_q6k_q8k_tiled_x4,
@@ -451,6 +457,7 @@ static AVX2: Kernels = Kernels {
     q4kx16: None,
     q5_0x16: None,
     q8_0x16: None,
+    q6kx16: None,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
     q6k_tiled_x4: avx2::dot_q6k_q8k_tiled_x4,
@@ -505,6 +512,7 @@ static AVX512VNNI: Kernels = Kernels {
     q4kx16: Some(interleaved::dot_q4kx16_q8k),
     q5_0x16: Some(interleaved::dot_lanes_x16::<BlockQ5_0x16>),
     q8_0x16: Some(interleaved::dot_lanes_x16::<BlockQ8_0x16>),
+    q6kx16: Some(interleaved::dot_q6kx16_q8k),
     q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
     q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),
     ..AVX2

@@ -387,12 +387,50 @@ pub(crate) fn q6k_isum(bx: &BlockQ6K, by: &BlockQ8K) -> i32 {
     isum
 }
 
-pub fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        sum += by.d * f16_to_f32(bx.d) * q6k_isum(bx, by) as f32;
+/// One `Q6_K` super-block (values `q + 32` in element order, the 16 scales) against its `Q8_K` in the
+/// eight exact i32 lanes of ggml's AVX2 `vec_dot`: 32-element chunk `c` gives lane `l` the sum over
+/// its elements `4l..4l+4` times their sub-block's scale (`2c + l/4`), and the offset comes off lane `l`
+/// as `32·(sc[2l]·bsum[2l] + sc[2l+1]·bsum[2l+1])`. The lanes sum to [`q6k_isum`].
+fn q6k_lanes(u: &[u8; QK_K], sc: &[i8; 16], by: &BlockQ8K) -> [i32; 8] {
+    let bsums = by.bsums;
+    std::array::from_fn(|l| {
+        let main: i32 = (0..8).map(|c| sc[2 * c + l / 4] as i32 * idot(u[32 * c + 4 * l..][..4].iter().copied(), &by.qs[32 * c + 4 * l..][..4])).sum();
+        main - 32 * (sc[2 * l] as i32 * bsums[2 * l] as i32 + sc[2 * l + 1] as i32 * bsums[2 * l + 1] as i32)
+    })
+}
+
+/// ggml's `vec_dot` order on AVX2 and up: `acc[l] = fma(lane_l, d_w·d_a, acc[l])` per super-block over
+/// [`q6k_lanes`], the eight summed at the end in `hsum_ps`'s tree. `blocks` yields each super-block's
+/// values `q + 32`, scales, `d_w` and activation block.
+#[inline(always)]
+fn q6k_lanes_dot<'a>(blocks: impl Iterator<Item = ([u8; QK_K], [i8; 16], f32, &'a BlockQ8K)>) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (u, sc, dw, by) in blocks {
+        let d = by.d * dw;
+        for (acc, lane) in acc.iter_mut().zip(q6k_lanes(&u, &sc, by)) {
+            *acc = (lane as f32).mul_add(d, *acc);
+        }
     }
-    sum
+    let s = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// In ggml's `vec_dot` lanes ([`q6k_lanes_dot`]): bit-identical to the AVX2 and VNNI kernels.
+pub fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    q6k_lanes_dot(x.iter().zip(y).map(|(bx, by)| (super::dequant::q6k_values(bx).map(|q| (q + 32) as u8), bx.scales, f16_to_f32(bx.d), by)))
+}
+
+/// Sixteen interleaved `Q6_K` rows against one activation row, in `Tiled` order (`tiled`) or `vec_dot`'s
+/// lanes, read through [`BlockQ6Kx16::values`]: the scalar twin of the interleaved SIMD kernel.
+pub fn dot_q6kx16_q8k(x: &[BlockQ6Kx16], y: &[BlockQ8K], tiled: bool) -> [f32; 16] {
+    std::array::from_fn(|r| {
+        let blocks = x.iter().zip(y).map(|(bx, by)| (bx.values(r), std::array::from_fn(|j| bx.scales[j / 2][r][j % 2]), f16_to_f32({ bx.d }[r]), by));
+        if tiled {
+            accumulate::tiled(blocks.map(|(u, sc, dw, by)| (q6k_lanes(&u, &sc, by).iter().sum(), 0, dw, 0.0, by.d)))
+        } else {
+            q6k_lanes_dot(blocks)
+        }
+    })
 }
 
 // The row-wise accumulation orders of `super::accumulate` (exact integer sums, fused float steps).

@@ -753,3 +753,73 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
         }
     }
 }
+
+/// `Q6_K` repacked sixteen rows at a time: the blocks give back their rows; the scalar lanes-order
+/// [`scalar::vec_dot_q6k_q8k`] is the AVX2 and VNNI `vec_dot` bit for bit; and the interleaved kernel
+/// and its scalar twin give each row's bits in both orders ggml uses for `Q6_K` (`Tiled` and `vec_dot`'s
+/// lanes), for every token count a pass can have (1 to 6, 7 = 6 + 1, 13) and on the extremes (values 0
+/// and 63 with scales −128 and 127, activation quants at ±127).
+#[test]
+fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
+    let mut rng = Rng::new(12);
+    let bytes = DType::Q6K.type_size();
+    for &n in lengths(DType::Q6K) {
+        let nb = n / 256;
+        let mut rows: Vec<Vec<u8>> = (0..16).map(|_| random_weight_row(DType::Q6K, n, &mut rng)).collect();
+        for (r, (q, sc)) in [(0xFFu8, 0x80u8), (0x00, 0x7F)].into_iter().enumerate() {
+            for b in rows[r].chunks_mut(bytes) {
+                b[..192].fill(q);
+                b[192..208].fill(sc);
+            }
+        }
+        let blocks: [&[BlockQ6K]; 16] = std::array::from_fn(|r| as_blocks(&rows[r]));
+        let packed: Vec<BlockQ6Kx16> = (0..nb).map(|b| BlockQ6Kx16::pack(blocks, b)).collect();
+        for (r, row) in rows.iter().enumerate() {
+            let back: Vec<BlockQ6K> = packed.iter().map(|b| b.unpack(r)).collect();
+            assert_eq!(bytemuck::cast_slice::<BlockQ6K, u8>(&back), &row[..], "unpack row {r}");
+        }
+        for tokens in [1, 2, 3, 6, 7, 13] {
+            let extremes: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { -1.0 } else { 1.0 }).collect();
+            let xq: Vec<u8> = (0..tokens).flat_map(|t| act_row(DType::Q6K, &if t == 1 { extremes.clone() } else { rng.activations(n) })).collect();
+            let q: &[BlockQ8K] = as_blocks(&xq);
+            let tok = |t: usize| &q[t * nb..][..nb];
+            for tiled in [false, true] {
+                let want = |r: usize, t: usize| {
+                    if tiled { scalar::dot_q6k_q8k_tiled(blocks[r], tok(t)) } else { scalar::vec_dot_q6k_q8k(blocks[r], tok(t)) }
+                };
+                for t in 0..tokens {
+                    let twin = scalar::dot_q6kx16_q8k(&packed, tok(t), tiled);
+                    for (r, v) in twin.iter().enumerate() {
+                        assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} tiled={tiled} scalar twin row {r} token {t}");
+                    }
+                }
+                let order = if tiled { Accumulation::Tiled } else { Accumulation::Lanes };
+                #[cfg(target_arch = "x86_64")]
+                for (tier, k) in [("avx2", &AVX2), ("avx512vnni", &AVX512VNNI)] {
+                    if !avx2_available() || (tier == "avx512vnni" && !super::vnni::available()) {
+                        continue;
+                    }
+                    for t in 0..tokens {
+                        for r in 0..16 {
+                            let v = dot_in_unchecked(k, order, DType::Q6K, &rows[r], &xq[t * nb * 292..][..nb * 292], n);
+                            assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} {tier} {order:?} row {r} token {t}: {v} vs {}", want(r, t));
+                        }
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let Some(dot) = AVX512VNNI.q6kx16.filter(|_| super::vnni::available()) {
+                    for range in [1..tokens, 0..tokens] {
+                        let mut out = vec![[f32::NAN; 16]; range.len()];
+                        unsafe { dot(&packed, q, nb, range.clone(), tiled, &mut out) };
+                        for (i, o) in out.iter().enumerate() {
+                            let t = range.start + i;
+                            for (r, v) in o.iter().enumerate() {
+                                assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} tiled={tiled} {range:?}: row {r} token {t}: {v} vs {}", want(r, t));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
