@@ -36,19 +36,20 @@ pub(crate) fn supported(hd: usize) -> bool {
 }
 
 /// Keys (positions, hd) starting at absolute position `lo`, transposed into groups of eight positions
-/// aligned to multiples of eight: `[group][d][8]`, group 0 starting at `lo / 8 * 8`. Positions before
-/// `lo` or past the end are zero (they are masked by the caller).
+/// aligned to multiples of eight: `[d][group][8]` (a tile's groups side by side for each `d`: as
+/// `[group][d][8]` they would sit 4 KB apart, in one L1 set), group 0 starting at `lo / 8 * 8`. Positions before
+/// `lo` or past the end are zero (they are masked by the caller), and [`GROUPS`] groups of zeros follow.
 pub(crate) fn transpose_keys(keys: &[f32], hd: usize, lo: usize) -> (usize, Vec<f32>) {
     let base = lo / 8 * 8;
     let n = keys.len() / hd;
-    let groups = (lo + n - base).div_ceil(8);
+    // A tile's scores always read GROUPS groups from its first: zero groups pad the end.
+    let groups = (lo + n - base).div_ceil(8) + GROUPS;
     let mut kt = vec![0.0f32; groups * hd * 8];
     for (j, key) in keys.chunks_exact(hd).enumerate() {
         let a = lo + j - base;
         let (g, lane) = (a / 8, a % 8);
-        let dst = &mut kt[g * hd * 8..(g + 1) * hd * 8];
         for (d, &x) in key.iter().enumerate() {
-            dst[d * 8 + lane] = x;
+            kt[(d * groups + g) * 8 + lane] = x;
         }
     }
     (base, kt)
@@ -140,7 +141,6 @@ pub(crate) unsafe fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: 
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 64 up to 256; `kt` covers `start..end`.
-#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn attend_tiled(
     q: &[f32],
@@ -152,27 +152,89 @@ pub(crate) unsafe fn attend_tiled(
     scale: f32,
     out: &mut [f32],
 ) {
+    // SAFETY: the caller's contract; the AVX-512 copies only where the CPU has them.
+    unsafe { attend_tiled_in(avx512_available(), (q, kt, kt_base, values, start, end, scale, out)) }
+}
+
+/// Whether the CPU has AVX-512 F and VL (for [`attend_tiled`]'s wider copy).
+fn avx512_available() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"))
+}
+
+/// [`attend_tiled`] in its AVX2 copy or (`wide`) its AVX-512VL one.
+///
+/// # Safety
+/// As [`attend_tiled`]; `wide` only where [`avx512_available`].
+unsafe fn attend_tiled_in(wide: bool, a: TiledArgs) {
+    let hd = a.0.len();
+    // SAFETY: the caller's contract.
     unsafe {
-        let hd = q.len();
-        let nv = hd / 8;
+        match (hd, wide) {
+            (64, false) => tiled_avx2::<64>(a),
+            (128, false) => tiled_avx2::<128>(a),
+            (192, false) => tiled_avx2::<192>(a),
+            (256, false) => tiled_avx2::<256>(a),
+            (64, true) => tiled_avx512::<64>(a),
+            (128, true) => tiled_avx512::<128>(a),
+            (192, true) => tiled_avx512::<192>(a),
+            (256, true) => tiled_avx512::<256>(a),
+            (hd, _) => unreachable!("head dimension {hd} is not supported()"),
+        }
+    }
+}
+
+/// [`attend_tiled`]'s arguments.
+type TiledArgs<'a> = (&'a [f32], &'a [f32], usize, &'a [f32], usize, usize, f32, &'a mut [f32]);
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tiled_avx2<const HD: usize>(a: TiledArgs) {
+    // SAFETY: the caller's contract.
+    unsafe { tiled_body::<HD>(a) }
+}
+
+/// The same instructions with AVX-512VL's 32 vector registers, which hold the output accumulator of a
+/// 128-wide head whole (AVX2's 16 spill it).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn tiled_avx512<const HD: usize>(a: TiledArgs) {
+    // SAFETY: the caller's contract.
+    unsafe { tiled_body::<HD>(a) }
+}
+
+/// Score groups one tile spans: TILE_KV keys, eight to a group, plus one when the tile's first visible
+/// key is not aligned to eight.
+const GROUPS: usize = TILE_KV / 8 + 1;
+
+/// The body of [`attend_tiled`] for a head dimension known at compile time, so every accumulator loop
+/// has a fixed length and the accumulators stay in registers; inlined into the feature-enabled copies.
+#[inline(always)]
+unsafe fn tiled_body<const HD: usize>((q, kt, kt_base, values, start, end, scale, out): TiledArgs) {
+    unsafe {
+        let q = &q[..HD];
         let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-        let mut o = [_mm256_setzero_ps(); MAX_HD / 8];
+        // The output accumulator, in memory: each pass over the values holds 64 of it in registers.
+        let mut o = [0f32; MAX_HD];
+        let o = &mut o[..HD];
         let mut p = [0f32; TILE_KV];
         let mut tile = start / TILE_KV * TILE_KV;
         while tile < end {
             let (lo, hi) = (tile.max(start), (tile + TILE_KV).min(end));
-            // Scores of the groups of eight keys overlapping lo..hi: eight fma chains per register.
-            let (g0, g1) = ((lo - kt_base) / 8, (hi - kt_base).div_ceil(8));
-            let mut accs = [_mm256_setzero_ps(); TILE_KV / 8 + 1];
-            let ng = g1 - g0;
-            for d in 0..hd {
+            // Scores of the groups of eight keys from lo's: eight fma chains per register, always
+            // GROUPS of them (kt is padded), those past hi unused.
+            let g0 = (lo - kt_base) / 8;
+            let groups = kt.len() / (HD * 8);
+            assert!(g0 + GROUPS <= groups, "transposed keys padded for a whole tile");
+            let kg = kt.as_ptr().add(g0 * 8);
+            let mut accs = [_mm256_setzero_ps(); GROUPS];
+            for d in 0..HD {
                 let qd = _mm256_set1_ps(q[d]);
-                for (g, a) in accs.iter_mut().enumerate().take(ng) {
-                    *a = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kt.as_ptr().add(((g0 + g) * hd + d) * 8)), *a);
+                let kd = kg.add(d * groups * 8);
+                for (g, a) in accs.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd.add(g * 8)), *a);
                 }
             }
-            let mut scores = [0f32; (TILE_KV / 8 + 1) * 8];
-            for (g, a) in accs.iter().enumerate().take(ng) {
+            let mut scores = [0f32; GROUPS * 8];
+            for (g, a) in accs.iter().enumerate() {
                 _mm256_storeu_ps(scores.as_mut_ptr().add(8 * g), *a);
             }
             p.fill(f32::NEG_INFINITY);
@@ -187,9 +249,8 @@ pub(crate) unsafe fn attend_tiled(
             let m_new = m.max(tile_max);
             if m_new > m {
                 let ms = (m - m_new).exp();
-                let msv = _mm256_set1_ps(ms);
-                for a in o.iter_mut().take(nv) {
-                    *a = _mm256_mul_ps(*a, msv);
+                for x in o.iter_mut() {
+                    *x *= ms;
                 }
                 sum *= ms;
             }
@@ -203,18 +264,29 @@ pub(crate) unsafe fn attend_tiled(
                 tile_sum += crate::attention::reduce16(c) as f64;
             }
             sum = (sum as f64 + tile_sum) as f32;
-            for j in lo..hi {
-                let w = _mm256_set1_ps(p[j - tile]);
-                let v = values.as_ptr().add((j - start) * hd);
-                for (i, a) in o.iter_mut().enumerate().take(nv) {
-                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(v.add(8 * i)), w, *a);
+            assert!((hi - start) * HD <= values.len(), "values cover the keys");
+            // 64 dimensions at a time, the keys inside: eight accumulators stay in registers.
+            for (b, block) in o.chunks_exact_mut(64).enumerate() {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(block.as_ptr().add(8 * i));
+                }
+                for j in lo..hi {
+                    let w = _mm256_set1_ps(p[j - tile]);
+                    let v = values.as_ptr().add((j - start) * HD + 64 * b);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(v.add(8 * i)), w, *a);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(block.as_mut_ptr().add(8 * i), *a);
                 }
             }
             tile += TILE_KV;
         }
-        let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
-        for (i, a) in o.iter().enumerate().take(nv) {
-            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), _mm256_mul_ps(*a, inv));
+        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+        for (y, &x) in out[..HD].iter_mut().zip(o.iter()) {
+            *y = x * inv;
         }
     }
 }
@@ -236,7 +308,7 @@ mod tests {
             eprintln!("no AVX2/FMA/F16C: nothing to compare");
             return;
         }
-        for hd in [64usize, 128, 256] {
+        for hd in [64usize, 128, 192, 256] {
             for n in [1usize, 7, 63, 64, 65, 130, 300] {
                 let keys = data(n, hd, 0.37);
                 let values = data(n, hd, 0.11);
@@ -257,10 +329,13 @@ mod tests {
                         let (base, kt) = transpose_keys(&all, hd, lo);
                         let mut want = vec![0.0; hd];
                         crate::attention::attend_tiled(&q, &keys, &values, start, scale, &mut want);
-                        let mut got = vec![0.0; hd];
-                        // SAFETY: as above; kt covers lo..end.
-                        unsafe { attend_tiled(&q, &kt, base, &values, start, end, scale, &mut got) };
-                        assert_eq!(got, want, "tiled path hd={hd} n={n} lo={lo} start={start}");
+                        // Both copies: AVX2's, and AVX-512VL's where the CPU has it.
+                        for wide in [false, avx512_available()] {
+                            let mut got = vec![0.0; hd];
+                            // SAFETY: as above; kt covers lo..end; wide only with AVX-512.
+                            unsafe { attend_tiled_in(wide, (&q, &kt, base, &values, start, end, scale, &mut got)) };
+                            assert_eq!(got, want, "tiled path hd={hd} n={n} lo={lo} start={start} wide={wide}");
+                        }
                     }
                 }
             }

@@ -36,7 +36,8 @@ use rayon::prelude::*;
 use crate::par;
 use crate::quant::interleaved::{LanesX16, QuantizedLanes, QuantizedRows, QuantizedRowsK, block_sums, lane_starts, pair_sums};
 use crate::quant::{
-    self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8K, accumulation, row_bytes, vec_dot_type,
+    self, Accumulation, BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8K, accumulation, row_bytes,
+    vec_dot_type,
 };
 use crate::{DType, TensorError};
 

@@ -371,7 +371,12 @@ impl BlockQ6Kx16 {
     /// Row `r`'s super-block, as [`pack`](Self::pack) took it (re-encoded in `Q6_K`'s layout).
     pub fn unpack(&self, r: usize) -> BlockQ6K {
         let v = self.values(r);
-        let mut out = BlockQ6K { ql: [0; QK_K / 2], qh: [0; QK_K / 4], scales: std::array::from_fn(|j| self.scales[j / 2][r][j % 2]), d: { self.d }[r] };
+        let mut out = BlockQ6K {
+            ql: [0; QK_K / 2],
+            qh: [0; QK_K / 4],
+            scales: std::array::from_fn(|j| self.scales[j / 2][r][j % 2]),
+            d: { self.d }[r],
+        };
         // The inverse of `q6k_values`: per 128-element half, element l + 32m's low nibble in ql[l + 32(m % 2)]
         // (low nibble for m < 2), its high bits at bit 2m of qh[l].
         for h in 0..2 {

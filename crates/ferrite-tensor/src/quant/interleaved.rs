@@ -442,8 +442,9 @@ fn q6k_sub_block(w: &BlockQ6Kx16, j: usize) -> [__m512i; 4] {
     let m30 = _mm512_set1_epi8(0x30);
     let q = &w.q[3 * j..3 * j + 3];
     // SAFETY: three runs of 64 bytes, read in place.
-    let (l01, l23, h) =
-        unsafe { (_mm512_loadu_si512(q[0].as_ptr().cast()), _mm512_loadu_si512(q[1].as_ptr().cast()), _mm512_loadu_si512(q[2].as_ptr().cast())) };
+    let (l01, l23, h) = unsafe {
+        (_mm512_loadu_si512(q[0].as_ptr().cast()), _mm512_loadu_si512(q[1].as_ptr().cast()), _mm512_loadu_si512(q[2].as_ptr().cast()))
+    };
     // (a & m4) | b, one instruction: 0xEA is A&B | C over (a, m4, b).
     let join = |a: __m512i, b: __m512i| _mm512_ternarylogic_epi32::<0xEA>(a, m4, b);
     [
@@ -494,7 +495,14 @@ const TOKENS_Q6K_LANES: usize = 2;
 /// If `w` is not `nb` long, the token range is outside `x`, or `out` is not one entry per token.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn dot_q6kx16_q8k(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, tokens: std::ops::Range<usize>, tiled: bool, out: &mut [[f32; 16]]) {
+pub unsafe fn dot_q6kx16_q8k(
+    w: &[BlockQ6Kx16],
+    x: &[BlockQ8K],
+    nb: usize,
+    tokens: std::ops::Range<usize>,
+    tiled: bool,
+    out: &mut [[f32; 16]],
+) {
     assert_eq!(w.len(), nb, "interleaved blocks");
     assert!(tokens.end * nb <= x.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");

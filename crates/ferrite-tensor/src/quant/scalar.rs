@@ -394,7 +394,8 @@ pub(crate) fn q6k_isum(bx: &BlockQ6K, by: &BlockQ8K) -> i32 {
 fn q6k_lanes(u: &[u8; QK_K], sc: &[i8; 16], by: &BlockQ8K) -> [i32; 8] {
     let bsums = by.bsums;
     std::array::from_fn(|l| {
-        let main: i32 = (0..8).map(|c| sc[2 * c + l / 4] as i32 * idot(u[32 * c + 4 * l..][..4].iter().copied(), &by.qs[32 * c + 4 * l..][..4])).sum();
+        let main: i32 =
+            (0..8).map(|c| sc[2 * c + l / 4] as i32 * idot(u[32 * c + 4 * l..][..4].iter().copied(), &by.qs[32 * c + 4 * l..][..4])).sum();
         main - 32 * (sc[2 * l] as i32 * bsums[2 * l] as i32 + sc[2 * l + 1] as i32 * bsums[2 * l + 1] as i32)
     })
 }
@@ -424,7 +425,10 @@ pub fn vec_dot_q6k_q8k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// lanes, read through [`BlockQ6Kx16::values`]: the scalar twin of the interleaved SIMD kernel.
 pub fn dot_q6kx16_q8k(x: &[BlockQ6Kx16], y: &[BlockQ8K], tiled: bool) -> [f32; 16] {
     std::array::from_fn(|r| {
-        let blocks = x.iter().zip(y).map(|(bx, by)| (bx.values(r), std::array::from_fn(|j| bx.scales[j / 2][r][j % 2]), f16_to_f32({ bx.d }[r]), by));
+        let blocks = x
+            .iter()
+            .zip(y)
+            .map(|(bx, by)| (bx.values(r), std::array::from_fn(|j| bx.scales[j / 2][r][j % 2]), f16_to_f32({ bx.d }[r]), by));
         if tiled {
             accumulate::tiled(blocks.map(|(u, sc, dw, by)| (q6k_lanes(&u, &sc, by).iter().sum(), 0, dw, 0.0, by.d)))
         } else {

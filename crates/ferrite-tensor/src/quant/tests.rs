@@ -780,7 +780,8 @@ fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
         }
         for tokens in [1, 2, 3, 6, 7, 13] {
             let extremes: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { -1.0 } else { 1.0 }).collect();
-            let xq: Vec<u8> = (0..tokens).flat_map(|t| act_row(DType::Q6K, &if t == 1 { extremes.clone() } else { rng.activations(n) })).collect();
+            let xq: Vec<u8> =
+                (0..tokens).flat_map(|t| act_row(DType::Q6K, &if t == 1 { extremes.clone() } else { rng.activations(n) })).collect();
             let q: &[BlockQ8K] = as_blocks(&xq);
             let tok = |t: usize| &q[t * nb..][..nb];
             for tiled in [false, true] {
@@ -802,7 +803,12 @@ fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
                     for t in 0..tokens {
                         for r in 0..16 {
                             let v = dot_in_unchecked(k, order, DType::Q6K, &rows[r], &xq[t * nb * 292..][..nb * 292], n);
-                            assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} {tier} {order:?} row {r} token {t}: {v} vs {}", want(r, t));
+                            assert_eq!(
+                                v.to_bits(),
+                                want(r, t).to_bits(),
+                                "n={n} {tier} {order:?} row {r} token {t}: {v} vs {}",
+                                want(r, t)
+                            );
                         }
                     }
                 }
@@ -814,7 +820,12 @@ fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
                         for (i, o) in out.iter().enumerate() {
                             let t = range.start + i;
                             for (r, v) in o.iter().enumerate() {
-                                assert_eq!(v.to_bits(), want(r, t).to_bits(), "n={n} tiled={tiled} {range:?}: row {r} token {t}: {v} vs {}", want(r, t));
+                                assert_eq!(
+                                    v.to_bits(),
+                                    want(r, t).to_bits(),
+                                    "n={n} tiled={tiled} {range:?}: row {r} token {t}: {v} vs {}",
+                                    want(r, t)
+                                );
                             }
                         }
                     }
