@@ -1,6 +1,8 @@
 //! Plain-Rust reference kernels: every activation quantizer and every dot product, written for
-//! clarity. The SIMD modules must agree with these (exactly for quantizers; for dot products the
-//! integer parts are exact and only the order of float additions differs).
+//! clarity. The SIMD modules must agree with these: exactly for quantizers and for the dot products
+//! written in ggml's float order (the 32-element formats' and `Q6_K`'s `vec_dot` lanes, and the
+//! row-wise orders of `accumulate`); for the other K-quants' `vec_dot` the integer parts are exact and
+//! only the order of float additions differs.
 //!
 //! A dot product takes one weight row and one activation row, both as blocks of the same count
 //! (`weight.len() == act.len()` for 32-element types, one `Q8_K` per K-quant super-block); the
@@ -152,13 +154,9 @@ fn idot<A: Copy + Into<i32>>(a: impl IntoIterator<Item = A>, q8: &[i8]) -> i32 {
     a.into_iter().zip(q8).map(|(a, &b)| a.into() * b as i32).sum()
 }
 
+/// In [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
 pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let isum = idot(nibbles(&bx.qs).map(|q| q as i32 - 8), &by.qs);
-        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d));
-    }
-    sum
+    lanes(x.iter().zip(y).map(|(bx, by)| (nibbles(&bx.qs).map(|q| q as i32 - 8), f16_to_f32(bx.d) * f16_to_f32(by.d), &by.qs)))
 }
 
 /// [`vec_dot_q4_0_q8_0`] in the [`Rows`](super::Accumulation::Rows) order of ggml's interleaved `Q4_0`
@@ -184,15 +182,14 @@ pub fn dot_q4_0x16_q8_0(x: &[BlockQ4_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
 /// ggml's `vec_dot` order for the 32-element formats on AVX2 and up (the
 /// [`Lanes`](super::Accumulation::Lanes) the SIMD tiers take): lane `l` of eight holds the exact sum of
 /// elements `4l..4l+4` of each block, `acc[l] = fma(lane, d_w·d_a, acc[l])` per block, and the eight are
-/// summed at the end as `hsum_ps` does. `blocks` yields each block's weights (as `i32`), their scale and
-/// the activation block.
+/// summed at the end as `hsum_ps` does. `blocks` yields each block's weights (as `i32`), the product
+/// of the two scales `d_w·d_a`, and the activation quants.
 #[inline(always)]
-fn lanes<'a>(blocks: impl Iterator<Item = ([i32; QK], f32, &'a BlockQ8_0)>) -> f32 {
+fn lanes<'a>(blocks: impl Iterator<Item = ([i32; QK], f32, &'a [i8; QK])>) -> f32 {
     let mut acc = [0.0f32; 8];
-    for (w, dw, by) in blocks {
-        let d = dw * f16_to_f32(by.d);
+    for (w, d, qs) in blocks {
         for (l, acc) in acc.iter_mut().enumerate() {
-            let lane = idot(w[4 * l..4 * l + 4].iter().copied(), &by.qs[4 * l..4 * l + 4]);
+            let lane = idot(w[4 * l..4 * l + 4].iter().copied(), &qs[4 * l..4 * l + 4]);
             *acc = (lane as f32).mul_add(d, *acc);
         }
     }
@@ -202,12 +199,12 @@ fn lanes<'a>(blocks: impl Iterator<Item = ([i32; QK], f32, &'a BlockQ8_0)>) -> f
 
 /// In [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
 pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    lanes(x.iter().zip(y).map(|(bx, by)| (five_bits(bx.qh, &bx.qs).map(|q| q as i32 - 16), f16_to_f32(bx.d), by)))
+    lanes(x.iter().zip(y).map(|(bx, by)| (five_bits(bx.qh, &bx.qs).map(|q| q as i32 - 16), f16_to_f32(bx.d) * f16_to_f32(by.d), &by.qs)))
 }
 
 /// In [`lanes`] order: bit-identical to the AVX2 and VNNI kernels.
 pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    lanes(x.iter().zip(y).map(|(bx, by)| (bx.qs.map(|q| q as i32), f16_to_f32(bx.d), by)))
+    lanes(x.iter().zip(y).map(|(bx, by)| (bx.qs.map(|q| q as i32), f16_to_f32(bx.d) * f16_to_f32(by.d), &by.qs)))
 }
 
 /// Sixteen interleaved `Q5_0` rows against one activation row: the scalar twin of the interleaved
@@ -255,22 +252,23 @@ pub fn dot_q4kx16_q8k(x: &[BlockQ4Kx16], y: &[BlockQ8K], by_64: bool) -> [f32; 1
 }
 
 /// `Σ (d_w·q_w + m_w)·d_a·q_a = d_w·d_a·Σ q_w·q_a + m_w·s_a`.
-pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    let mut sum = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let isum = idot(nibbles(&bx.qs), &by.qs);
-        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d)) + f16_to_f32(bx.m) * f16_to_f32(by.s);
-    }
-    sum
+/// The `m·s` terms of a `Q4_1`/`Q5_1` dot product, summed in sequence as ggml's `vec_dot` does beside its
+/// lanes.
+fn mins(m: impl Iterator<Item = (f16, f16)>) -> f32 {
+    m.fold(0.0f32, |sum, (m, s)| sum + f16_to_f32(m) * f16_to_f32(s))
 }
 
+/// In [`lanes`] order, the mins summed beside: bit-identical to the AVX2 and VNNI kernels.
+pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let dot = lanes(x.iter().zip(y).map(|(bx, by)| (nibbles(&bx.qs).map(|q| q as i32), f16_to_f32(bx.d) * f16_to_f32(by.d), &by.qs)));
+    dot + mins(x.iter().zip(y).map(|(bx, by)| (bx.m, by.s)))
+}
+
+/// In [`lanes`] order, the mins summed beside: bit-identical to the AVX2 and VNNI kernels.
 pub fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-    let mut sum = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let isum = idot(five_bits(bx.qh, &bx.qs), &by.qs);
-        sum += isum as f32 * (f16_to_f32(bx.d) * f16_to_f32(by.d)) + f16_to_f32(bx.m) * f16_to_f32(by.s);
-    }
-    sum
+    let dot =
+        lanes(x.iter().zip(y).map(|(bx, by)| (five_bits(bx.qh, &bx.qs).map(|q| q as i32), f16_to_f32(bx.d) * f16_to_f32(by.d), &by.qs)));
+    dot + mins(x.iter().zip(y).map(|(bx, by)| (bx.m, by.s)))
 }
 
 // ---------------------------------------------------------------------------------------------------

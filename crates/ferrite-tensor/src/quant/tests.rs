@@ -77,6 +77,33 @@ fn scalar_dot_matches_dequantized_f64_dot() {
     }
 }
 
+/// The 32-element formats and `Q6_K` take ggml's `vec_dot` lanes in every tier, so the scalar, AVX2 and
+/// VNNI kernels agree bit for bit (the other K-quants' `vec_dot` only within rounding).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn lanes_formats_match_across_tiers_bit_for_bit() {
+    if skip_without_avx2("lanes_formats_match_across_tiers_bit_for_bit") {
+        return;
+    }
+    let mut rng = Rng::new(4);
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q6K] {
+        for &n in lengths(dtype) {
+            for _ in 0..3 {
+                let w = random_weight_row(dtype, n, &mut rng);
+                let x = act_row(dtype, &rng.activations(n));
+                let s = dot_in_unchecked(&SCALAR, Accumulation::Lanes, dtype, &w, &x, n);
+                for (tier, k) in [("avx2", &AVX2), ("avx512vnni", &AVX512VNNI)] {
+                    if tier == "avx512vnni" && !super::vnni::available() {
+                        continue;
+                    }
+                    let v = dot_in_unchecked(k, Accumulation::Lanes, dtype, &w, &x, n);
+                    assert_eq!(s.to_bits(), v.to_bits(), "{dtype} n={n}: scalar {s} vs {tier} {v}");
+                }
+            }
+        }
+    }
+}
+
 /// The K-quant types and orders that have their own kernels (see `accumulate`).
 const ORDERED: [(DType, Accumulation); 6] = [
     (DType::Q4_0, Accumulation::Rows),
@@ -801,8 +828,8 @@ fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
                         continue;
                     }
                     for t in 0..tokens {
-                        for r in 0..16 {
-                            let v = dot_in_unchecked(k, order, DType::Q6K, &rows[r], &xq[t * nb * 292..][..nb * 292], n);
+                        for (r, row) in rows.iter().enumerate() {
+                            let v = dot_in_unchecked(k, order, DType::Q6K, row, &xq[t * nb * 292..][..nb * 292], n);
                             assert_eq!(
                                 v.to_bits(),
                                 want(r, t).to_bits(),
