@@ -329,10 +329,15 @@ pub struct ServeArgs {
     /// Requests waiting for admission before new ones get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
-    /// Tokens per engine step (decoding sequences plus prompt chunks); at least 128. Larger steps
-    /// prefill faster, smaller ones stall the decoding sequences less.
+    /// Tokens per engine step (decoding sequences plus prompt pieces); at least 16. Larger steps
+    /// prefill faster when nothing else runs.
     #[arg(long, default_value_t = 256)]
     step_tokens: usize,
+    /// Most prompt tokens a step takes while other sequences are decoding: smaller keeps their
+    /// inter-token latency lower while a new prompt is read, larger reads it sooner. A prompt's output
+    /// does not depend on it.
+    #[arg(long, default_value_t = 32)]
+    decode_prefill: usize,
     /// Seconds a request may run.
     #[arg(long, default_value_t = 600)]
     request_timeout: u64,

@@ -3,35 +3,40 @@
 
 use std::time::{Duration, Instant};
 
-use ferrite_models::{KvCache, Logits, BLOCK_SIZE};
+use ferrite_models::{BatchPlace, KvCache, Logits, BLOCK_SIZE};
 
 use crate::sampling::{Sampler, SamplingParams};
 use crate::stop::TokenText;
 use crate::{EngineError, LoadedModel};
 
-/// Prompt tokens per forward pass while prefilling, at most.
+/// A prompt is computed as if in batches of this many tokens (llama.cpp's default micro-batch), from its
+/// start: its pieces, whatever their size, are placed in those batches ([`prompt_place`]), so a token's
+/// arithmetic — and so the output — does not depend on how the prompt is split.
 pub const PREFILL_CHUNK: usize = 512;
 
-/// A prompt chunk of at least this many tokens takes the same kernels whatever its length (the K-quant
-/// tiled order from 8 tokens, tiled attention from 64), so each token's arithmetic — and so the output —
-/// does not depend on how a prompt is split, provided no chunk but a whole short prompt is shorter.
-pub const MIN_CHUNK: usize = 64;
-
-/// How many of the `rest` uncomputed prompt tokens to run next when `room` tokens fit the step: all of
-/// them if they fit, else a chunk of at least [`MIN_CHUNK`] that also leaves at least [`MIN_CHUNK`];
-/// `None` when no such chunk fits (wait for a step with more room).
-pub fn prefill_chunk(rest: usize, room: usize) -> Option<usize> {
-    if rest <= room {
-        return Some(rest);
-    }
-    let c = room.min(rest.saturating_sub(MIN_CHUNK));
-    (c >= MIN_CHUNK).then_some(c)
+/// Where prompt token `at` of a prompt of `len` tokens sits in the prompt's batches of [`PREFILL_CHUNK`].
+pub fn prompt_place(at: usize, len: usize) -> BatchPlace {
+    debug_assert!(at < len);
+    let start = at / PREFILL_CHUNK * PREFILL_CHUNK;
+    BatchPlace { size: (len - start).min(PREFILL_CHUNK), first: at - start }
 }
+
+/// How many prompt tokens to compute from `at` (of `len`) when `room` tokens fit the step: as many as fit,
+/// up to the end of the batch `at` is in (a piece never spans two batches).
+pub fn prefill_chunk(at: usize, len: usize, room: usize) -> usize {
+    let p = prompt_place(at, len);
+    room.min(p.size - p.first)
+}
+
+/// Prompt tokens left to compute after a reused prefix, at least: the computed rest then includes the
+/// batch positions whose kernels depend on the prompt's length (the last few tokens of a batch, and
+/// prompts too short for the tiled kernels), which a prefix cached from a shorter prompt computed
+/// differently.
+pub const MIN_CHUNK: usize = 64;
 
 /// How much of a cached prefix of `common` tokens a prompt of `len` tokens may reuse: a multiple of
 /// `align` (the KV block size, or 1) that leaves at least [`MIN_CHUNK`] tokens (and at least one) to
-/// compute, so the computed rest gets the same bits as a fresh computation of the whole prompt; 0 when
-/// the prompt is too short for that.
+/// compute; 0 when the prompt is too short for that.
 pub fn reusable_prefix(common: usize, len: usize, align: usize) -> usize {
     let limit = common.min(len.saturating_sub(MIN_CHUNK));
     limit / align * align
@@ -112,9 +117,9 @@ pub fn generate(
     let mut logits = Vec::new();
     let mut at = common;
     while at < prompt.len() {
-        let n = prefill_chunk(prompt.len() - at, PREFILL_CHUNK).expect("a full step always fits a chunk");
+        let n = prefill_chunk(at, prompt.len(), PREFILL_CHUNK);
         let want = if at + n == prompt.len() { Logits::Last } else { Logits::None };
-        logits = model.forward_cache(cache, &prompt[at..at + n], want)?;
+        logits = model.forward_cache_placed(cache, &prompt[at..at + n], want, Some(prompt_place(at, prompt.len())))?;
         cached.extend_from_slice(&prompt[at..at + n]);
         at += n;
     }
@@ -158,25 +163,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_never_leave_a_short_rest() {
-        assert_eq!(prefill_chunk(40, 512), Some(40));
-        assert_eq!(prefill_chunk(512, 512), Some(512));
-        assert_eq!(prefill_chunk(530, 512), Some(466));
-        assert_eq!(prefill_chunk(64, 512), Some(64));
-        assert_eq!(prefill_chunk(200, 100), Some(100));
-        assert_eq!(prefill_chunk(150, 100), Some(86));
-        assert_eq!(prefill_chunk(120, 100), None, "any chunk that fits leaves fewer than 64");
-        assert_eq!(prefill_chunk(300, 63), None);
-        // Splitting a long prompt in steps of any room >= 128 always ends with every chunk >= 64.
-        for len in [65usize, 127, 128, 129, 511, 513, 1000, 1100] {
-            for room in [128usize, 200, 512] {
-                let (mut rest, mut chunks) = (len, Vec::new());
-                while rest > 0 {
-                    let c = prefill_chunk(rest, room).unwrap();
-                    chunks.push(c);
-                    rest -= c;
+    fn pieces_are_placed_in_the_prompts_batches_of_512() {
+        assert_eq!(prompt_place(0, 40), BatchPlace { size: 40, first: 0 });
+        assert_eq!(prompt_place(10, 1100), BatchPlace { size: 512, first: 10 });
+        assert_eq!(prompt_place(600, 1100), BatchPlace { size: 512, first: 88 });
+        assert_eq!(prompt_place(1030, 1100), BatchPlace { size: 76, first: 6 });
+        assert_eq!(prefill_chunk(0, 40, 512), 40);
+        assert_eq!(prefill_chunk(0, 1100, 512), 512);
+        assert_eq!(prefill_chunk(500, 1100, 100), 12, "a piece stops at its batch's end");
+        assert_eq!(prefill_chunk(512, 1100, 100), 100);
+        assert_eq!(prefill_chunk(1050, 1100, 100), 50);
+        // Any room splits a prompt into pieces that tile it, none crossing a batch boundary.
+        for len in [1usize, 65, 511, 512, 513, 1100] {
+            for room in [1usize, 7, 32, 200, 512] {
+                let (mut at, mut pieces) = (0, Vec::new());
+                while at < len {
+                    let n = prefill_chunk(at, len, room);
+                    assert!((1..=room).contains(&n) && (at % 512 + n) <= 512, "{len} in {room}: {n} at {at}");
+                    pieces.push(n);
+                    at += n;
                 }
-                assert!(chunks.iter().all(|&c| (MIN_CHUNK..=room).contains(&c)), "{len} in {room}: {chunks:?}");
+                assert_eq!(pieces.iter().sum::<usize>(), len);
             }
         }
     }

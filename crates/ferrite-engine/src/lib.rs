@@ -23,6 +23,8 @@ pub mod stop;
 
 pub use embed::{Embedder, Embeddings};
 pub use error::EngineError;
-pub use generate::{generate, prefill_chunk, reusable_prefix, FinishReason, GenerateRequest, GenerateStats, MIN_CHUNK, PREFILL_CHUNK};
+pub use generate::{
+    FinishReason, GenerateRequest, GenerateStats, MIN_CHUNK, PREFILL_CHUNK, generate, prefill_chunk, prompt_place, reusable_prefix,
+};
 pub use loaded::LoadedModel;
-pub use perplexity::{perplexity, Perplexity};
+pub use perplexity::{Perplexity, perplexity};

@@ -75,7 +75,7 @@ fn greedy_decoding_matches_llama_cpp() {
             let mut batch: Vec<SeqBatch> = Vec::new();
             for (i, (c, inp)) in caches.iter_mut().zip(&inputs).enumerate() {
                 if !seqs[i].done {
-                    batch.push(SeqBatch { tokens: inp, kv: c, logits: Logits::Last });
+                    batch.push(SeqBatch { tokens: inp, kv: c, logits: Logits::Last, place: None });
                 }
             }
             let logits = lm.model.forward(&mut pool, &mut batch).expect("forward");

@@ -15,7 +15,7 @@ fn load() -> Option<LoadedModel> {
 }
 
 fn config(kv_blocks: usize) -> EngineConfig {
-    EngineConfig { ctx: 512, max_seqs: 8, max_queue: 64, step_tokens: 512, kv_blocks }
+    EngineConfig { ctx: 512, max_seqs: 8, max_queue: 64, step_tokens: 512, prefill_while_decoding: 32, kv_blocks }
 }
 
 fn request(lm: &LoadedModel, text: &str, max_tokens: usize) -> Request {

@@ -3,7 +3,8 @@
 //!
 //! The arithmetic deliberately follows llama.cpp's CPU flash attention, which has two paths that round
 //! differently — and greedy decoding is checked against it token for token:
-//! - a sequence with fewer than [`TILE_Q`] new tokens in the step (decoding, short prompts): the query is
+//! - a sequence whose batch has fewer than [`TILE_Q`] tokens (decoding, short prompts; a piece of a prompt
+//!   counts its whole batch, see `SeqBatch::place`): the query is
 //!   rounded to f16, each key's score is an f16 dot product summed in ggml's SIMD lane order, and the
 //!   output accumulator is kept in f16, rescaled whenever a new maximum score appears;
 //! - longer chunks: keys are taken in tiles of [`TILE_KV`] aligned positions; scores are f32 fused
@@ -15,8 +16,8 @@ use rayon::prelude::*;
 
 use ferrite_tensor::{ops, par};
 
-use crate::ModelConfig;
 use crate::layers::Step;
+use crate::ModelConfig;
 
 /// Query rows per tile in llama.cpp (`GGML_FA_TILE_Q`): a sequence with at least this many new tokens in
 /// a step takes the tiled path.
@@ -52,7 +53,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
     for (&s, &p) in step.seq.iter().zip(&step.pos) {
         span[s] = (span[s].0.min(first_visible(p)), span[s].1.max(p + 1));
     }
-    let tiled: Vec<bool> = step.seqs.iter().map(|s| s.tokens.len() >= TILE_Q).collect();
+    let tiled: Vec<bool> = (0..step.seqs.len()).map(|s| step.batch_size(s) >= TILE_Q).collect();
     let simd = simd_supported(hd);
     let pool = &*step.pool;
     let kv: Vec<Vec<WideHead>> = step

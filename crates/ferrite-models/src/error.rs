@@ -36,4 +36,6 @@ pub enum ModelError {
     BadBlock { block: u32, n_blocks: usize },
     #[error("two sequences of one step write KV block {block}")]
     SharedBlockWrite { block: u32 },
+    #[error("{tokens} tokens from index {first} do not fit the batch of {size} they are placed in")]
+    BadPlace { tokens: usize, first: usize, size: usize },
 }

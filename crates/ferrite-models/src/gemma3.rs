@@ -123,7 +123,7 @@ impl Gemma3 {
     /// Logits (n_out, vocab) for the step's output rows.
     pub(crate) fn forward(&self, step: &mut Step) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.cfg;
-        let mut seqs = step.seq_tokens(); // rows per sequence
+        let mut seqs = step.spans(); // rows per sequence
         let (out_rows, out_seqs) = step.output_rows();
         let mut x = layers::embed(&self.embed, step.tokens())?; // (n, dim)
         let scale = (cfg.dim as f32).sqrt();

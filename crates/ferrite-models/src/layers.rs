@@ -2,7 +2,7 @@
 //! sequences a forward pass runs over, and attention against each sequence's KV cache.
 
 use ferrite_gguf::GgufFile;
-use ferrite_tensor::matmul::{self, QMatrix};
+use ferrite_tensor::matmul::{self, QMatrix, TokenSpan};
 use ferrite_tensor::ops;
 use ferrite_tensor::quant;
 
@@ -88,12 +88,12 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    /// x: (n, cols) → (n, rows), where the n rows are `seq_tokens[0]` rows of the first sequence, then
+    /// x: (n, cols) → (n, rows), where the n rows are `spans[0].tokens` rows of the first sequence, then
     /// the second's, … (the kernels pick their accumulation order per sequence: see `matmul_seqs`).
-    pub fn forward(&self, x: &[f32], seq_tokens: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let n: usize = seq_tokens.iter().sum();
+    pub fn forward(&self, x: &[f32], spans: &[TokenSpan]) -> Result<Vec<f32>, ModelError> {
+        let n: usize = spans.iter().map(|s| s.tokens).sum();
         let mut y = vec![0.0; n * self.w.rows()];
-        matmul::matmul_seqs(&self.w, x, seq_tokens, &mut y).map_err(ModelError::Compute)?;
+        matmul::matmul_seqs(&self.w, x, spans, &mut y).map_err(ModelError::Compute)?;
         if let Some(b) = &self.b {
             ops::add_bias(&mut y, b);
         }
@@ -113,11 +113,31 @@ pub enum Logits {
 }
 
 /// One sequence's part of a forward pass: its new tokens, its block table (positions continue from
-/// `kv.len()`), and which logits it wants.
+/// `kv.len()`), which logits it wants, and where its tokens sit in the batch that decides their kernels.
 pub struct SeqBatch<'a> {
     pub tokens: &'a [u32],
     pub kv: &'a mut SeqKv,
     pub logits: Logits,
+    /// `None`: the tokens are a batch of their own. A piece of a prompt says where it sits in the
+    /// batch the whole prompt is computed in (`ferrite_engine::prompt_place`), and gets the bits of that
+    /// batch: kernels whose arithmetic depends on how many tokens a sequence brings (K-quant
+    /// accumulation orders, tiled or per-key attention) decide by the batch, not by the piece.
+    pub place: Option<BatchPlace>,
+}
+
+/// Where a piece of `n` tokens sits in its batch: tokens `first..first + n` of `size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPlace {
+    pub size: usize,
+    pub first: usize,
+}
+
+impl SeqBatch<'_> {
+    /// The sequence's rows as a matmul span.
+    fn span(&self) -> TokenSpan {
+        let n = self.tokens.len();
+        self.place.map_or(TokenSpan::whole(n), |p| TokenSpan { tokens: n, batch: p.size, first: p.first })
+    }
 }
 
 /// The batch flattened into token rows: row i belongs to sequence `seq[i]` at position `pos[i]`.
@@ -147,6 +167,9 @@ impl<'a, 'b> Step<'a, 'b> {
             if let Some(&id) = s.tokens.iter().find(|&&t| t as usize >= config.vocab_size) {
                 return Err(ModelError::BadToken { id, vocab: config.vocab_size });
             }
+            if let Some(p) = s.place.filter(|p| p.first.checked_add(n).is_none_or(|end| end > p.size)) {
+                return Err(ModelError::BadPlace { tokens: n, first: p.first, size: p.size });
+            }
             if n > 0 {
                 written.extend_from_slice(&s.kv.blocks[start / BLOCK_SIZE..=(start + n - 1) / BLOCK_SIZE]);
             }
@@ -164,32 +187,43 @@ impl<'a, 'b> Step<'a, 'b> {
         self.seq.len()
     }
 
-    /// How many rows each sequence brings, in batch order.
-    pub fn seq_tokens(&self) -> Vec<usize> {
-        self.seqs.iter().map(|s| s.tokens.len()).collect()
+    /// Each sequence's rows, in batch order, as matmul spans.
+    pub fn spans(&self) -> Vec<TokenSpan> {
+        self.seqs.iter().map(SeqBatch::span).collect()
+    }
+
+    /// How many tokens the batch that decides sequence `s`'s kernels has.
+    pub fn batch_size(&self, s: usize) -> usize {
+        self.seqs[s].span().batch
     }
 
     pub fn tokens(&self) -> impl Iterator<Item = u32> + '_ {
         self.seqs.iter().flat_map(|s| s.tokens.iter().copied())
     }
 
-    /// The rows whose logits were asked for, in batch order, and how many of them each sequence has.
-    pub fn output_rows(&self) -> (Vec<usize>, Vec<usize>) {
+    /// The rows whose logits were asked for, in batch order, and each sequence's share of them as a
+    /// span: the last row alone, or all its rows in their place.
+    pub fn output_rows(&self) -> (Vec<usize>, Vec<TokenSpan>) {
         let mut rows = Vec::new();
-        let mut counts = Vec::new();
+        let mut spans = Vec::new();
         let mut start = 0;
         for s in self.seqs.iter() {
-            let (n, before) = (s.tokens.len(), rows.len());
-            match s.logits {
-                Logits::None => {}
-                Logits::Last if n > 0 => rows.push(start + n - 1),
-                Logits::Last => {}
-                Logits::All => rows.extend(start..start + n),
-            }
-            counts.push(rows.len() - before);
+            let n = s.tokens.len();
+            spans.push(match s.logits {
+                Logits::None => TokenSpan::whole(0),
+                Logits::Last if n > 0 => {
+                    rows.push(start + n - 1);
+                    TokenSpan::whole(1)
+                }
+                Logits::Last => TokenSpan::whole(0),
+                Logits::All => {
+                    rows.extend(start..start + n);
+                    s.span()
+                }
+            });
             start += n;
         }
-        (rows, counts)
+        (rows, spans)
     }
 
     /// Mark the new tokens as cached.

@@ -24,12 +24,12 @@ pub mod gemma3;
 pub mod llama;
 pub mod qwen2;
 
-pub use config::ModelConfig;
 pub use bert::{Bert, BertConfig, Pooling};
+pub use config::ModelConfig;
 pub use error::ModelError;
 pub use hf::HfFolder;
-pub use kv::{KvCache, KvPool, SeqKv, BLOCK_SIZE};
-pub use layers::{Logits, SeqBatch};
+pub use kv::{BLOCK_SIZE, KvCache, KvPool, SeqKv};
+pub use layers::{BatchPlace, Logits, SeqBatch};
 
 use ferrite_gguf::GgufFile;
 
@@ -91,7 +91,18 @@ impl Model {
 
     /// [`Model::forward`] for one sequence with a cache of its own.
     pub fn forward_cache(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        self.forward_cache_placed(cache, tokens, logits, None)
+    }
+
+    /// [`Model::forward_cache`] for a piece of a batch (see [`SeqBatch::place`]).
+    pub fn forward_cache_placed(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+        place: Option<BatchPlace>,
+    ) -> Result<Vec<f32>, ModelError> {
         cache.check_room(tokens.len())?;
-        self.forward(&mut cache.pool, &mut [SeqBatch { tokens, kv: &mut cache.seq, logits }])
+        self.forward(&mut cache.pool, &mut [SeqBatch { tokens, kv: &mut cache.seq, logits, place }])
     }
 }

@@ -6,13 +6,14 @@
 //! - other sequences in the batch never change a sequence's bits (the order is chosen per sequence);
 //! - splitting a prompt into chunks gives the same bits whenever each chunk makes the same kernel choices as
 //!   the whole (SmolLM2's Q4_1 has one order only; for K-quants, chunks that are multiples of 4 tokens and at
-//!   least 8 long, all below 64);
+//!   least 8 long, all below 64) — and always when each piece is placed in the whole (`SeqBatch::place`),
+//!   so that the kernels choose by the whole;
 //! - otherwise (token by token) the result moves by float rounding, amplified through the layers, as
 //!   llama.cpp's own results do between its batch sizes (`tests/reference/*/logits_variants.json`,
 //!   `ubatch_1`: up to 0.94 on SmolLM2 and 1.15 on Gemma 3).
 
 use ferrite_gguf::GgufFile;
-use ferrite_models::{KvPool, Logits, Model, SeqBatch};
+use ferrite_models::{BatchPlace, KvPool, Logits, Model, SeqBatch};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -43,6 +44,49 @@ fn prefill(model: &Model, tokens: &[u32], chunks: &[usize]) -> Vec<f32> {
     }
     assert_eq!((at, cache.len()), (tokens.len(), tokens.len()));
     out
+}
+
+/// `prefill` with each piece placed in the whole prompt, as the engine places a prompt's pieces.
+fn prefill_placed(model: &Model, tokens: &[u32], pieces: &[usize]) -> Vec<f32> {
+    let mut cache = model.new_cache(tokens.len().max(64));
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &n in pieces {
+        let place = Some(BatchPlace { size: tokens.len(), first: at });
+        out.extend(model.forward_cache_placed(&mut cache, &tokens[at..at + n], Logits::All, place).unwrap());
+        at += n;
+    }
+    assert_eq!((at, cache.len()), (tokens.len(), tokens.len()));
+    out
+}
+
+/// Pieces of any size — down to single tokens, mixed with other sequences' decoding tokens — each placed
+/// in the whole prompt, give the bits of the whole prompt at once: K-quant orders (Gemma 3) and tiled
+/// attention (from 64 tokens) chosen by the whole.
+#[test]
+fn placed_pieces_of_any_size_are_bit_identical_to_the_whole() {
+    for (model, _) in models() {
+        let arch = &model.config().arch;
+        let vocab = model.config().vocab_size;
+        let tokens: Vec<u32> = (0..150).map(|i| 100 + i * 37 % 5000).collect();
+        let all = prefill(&model, &tokens, &[150]);
+        assert_eq!(all, prefill_placed(&model, &tokens, &[150]), "{arch}: placed whole");
+        assert_eq!(all, prefill_placed(&model, &tokens, &[1, 7, 30, 3, 62, 47]), "{arch}: pieces 1, 7, 30, 3, 62, 47");
+
+        // A piece beside another sequence's decoding token, in one step; and a misplaced piece.
+        let (mut pool, mut caches) = KvPool::with_sequences(model.config(), &[160, 160]);
+        let (first, second) = caches.split_at_mut(1);
+        let mut step = [
+            SeqBatch { tokens: &tokens[..70], kv: &mut first[0], logits: Logits::All, place: Some(BatchPlace { size: 150, first: 0 }) },
+            SeqBatch { tokens: &[42], kv: &mut second[0], logits: Logits::Last, place: None },
+        ];
+        let both = model.forward(&mut pool, &mut step).unwrap();
+        assert_eq!(both[..70 * vocab], all[..70 * vocab], "{arch}: a piece batched with a decoding token");
+        let mut bad =
+            [SeqBatch { tokens: &tokens[70..80], kv: &mut first[0], logits: Logits::All, place: Some(BatchPlace { size: 75, first: 70 }) }];
+        let e = model.forward(&mut pool, &mut bad).unwrap_err();
+        assert!(e.to_string().contains("do not fit the batch"), "{e}");
+    }
 }
 
 #[test]
@@ -98,21 +142,28 @@ fn chunks_of_64_or_more_and_shared_prefix_blocks_are_bit_identical() {
         // positions) and computes only the last 72 tokens.
         let mut pool = KvPool::new(model.config(), 32);
         let mut a = ferrite_models::SeqKv::new((0..13).collect(), 0);
-        let la = model.forward(&mut pool, &mut [SeqBatch { tokens: &tokens, kv: &mut a, logits: Logits::All }]).unwrap();
+        let la = model.forward(&mut pool, &mut [SeqBatch { tokens: &tokens, kv: &mut a, logits: Logits::All, place: None }]).unwrap();
         assert_eq!(la, all);
         let mut b = ferrite_models::SeqKv::new((0..8).chain(20..25).collect(), 128);
-        let lb = model.forward(&mut pool, &mut [SeqBatch { tokens: &tokens[128..], kv: &mut b, logits: Logits::All }]).unwrap();
+        let lb =
+            model.forward(&mut pool, &mut [SeqBatch { tokens: &tokens[128..], kv: &mut b, logits: Logits::All, place: None }]).unwrap();
         assert_eq!(lb[..], all[128 * vocab..], "{arch}: the rest after a shared prefix");
 
         // Two sequences may not write one block in one step.
         let mut c = ferrite_models::SeqKv::new(vec![25], 0);
         let mut d = ferrite_models::SeqKv::new(vec![25], 0);
         let e = model
-            .forward(&mut pool, &mut [SeqBatch { tokens: &[1], kv: &mut c, logits: Logits::Last }, SeqBatch { tokens: &[2], kv: &mut d, logits: Logits::Last }])
+            .forward(
+                &mut pool,
+                &mut [
+                    SeqBatch { tokens: &[1], kv: &mut c, logits: Logits::Last, place: None },
+                    SeqBatch { tokens: &[2], kv: &mut d, logits: Logits::Last, place: None },
+                ],
+            )
             .unwrap_err();
         assert!(e.to_string().contains("block 25"), "{e}");
         let mut bad = ferrite_models::SeqKv::new(vec![99], 0);
-        assert!(model.forward(&mut pool, &mut [SeqBatch { tokens: &[1], kv: &mut bad, logits: Logits::Last }]).is_err());
+        assert!(model.forward(&mut pool, &mut [SeqBatch { tokens: &[1], kv: &mut bad, logits: Logits::Last, place: None }]).is_err());
     }
 }
 
@@ -127,11 +178,8 @@ fn a_batch_of_sequences_is_bit_identical_to_each_alone() {
             alone.push(model.forward_cache(&mut c, p, Logits::Last).unwrap());
         }
         let (mut pool, mut caches) = KvPool::with_sequences(model.config(), &[32, 32, 32]);
-        let mut batch: Vec<SeqBatch> = prompts
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(p, c)| SeqBatch { tokens: p, kv: c, logits: Logits::Last })
-            .collect();
+        let mut batch: Vec<SeqBatch> =
+            prompts.iter().zip(caches.iter_mut()).map(|(p, c)| SeqBatch { tokens: p, kv: c, logits: Logits::Last, place: None }).collect();
         let together = model.forward(&mut pool, &mut batch).unwrap();
         for (i, a) in alone.iter().enumerate() {
             assert_eq!(a[..], together[i * vocab..(i + 1) * vocab], "{}: sequence {i} differs in a batch", model.config().arch);

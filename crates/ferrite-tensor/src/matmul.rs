@@ -257,17 +257,44 @@ fn keep<T>(cell: &'static std::thread::LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
 ///
 /// Runs on the current rayon pool, for any `n` (including 1).
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), TensorError> {
-    matmul_seqs(w, x, &[n], y)
+    matmul_seqs(w, x, &[TokenSpan::whole(n)], y)
 }
 
-/// [`matmul`] over the rows of several sequences at once: the first `seq_tokens[0]` rows of `x` belong to
-/// the first sequence, and so on (`n = Σ seq_tokens`).
+/// One sequence's rows in a [`matmul_seqs`]: `tokens` rows, which are rows `first..first + tokens` of a
+/// batch of `batch` rows, the batch whose size decides their accumulation order ([`accumulation`]). A
+/// sequence whose rows are a batch of their own is [`TokenSpan::whole`]; a prompt computed in pieces
+/// gives each piece its place in the batch the whole prompt would have been, so every piece gets the
+/// bits of computing them all at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenSpan {
+    pub tokens: usize,
+    pub batch: usize,
+    pub first: usize,
+}
+
+impl TokenSpan {
+    /// `n` rows that are a batch of their own.
+    pub fn whole(n: usize) -> Self {
+        TokenSpan { tokens: n, batch: n, first: 0 }
+    }
+}
+
+/// [`matmul`] over the rows of several sequences at once: the first `spans[0].tokens` rows of `x` belong
+/// to the first sequence, and so on (`n = Σ tokens`).
 ///
 /// The accumulation order of K-quant dot products depends on how many tokens a sequence brings (see
-/// [`accumulation`]), decided here per sequence, so each sequence gets exactly the bits [`matmul`] would
-/// give it alone, whatever it is batched with.
-pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) -> Result<(), TensorError> {
-    let n = seq_tokens.iter().try_fold(0usize, |a, &t| a.checked_add(t)).ok_or(TensorError::Overflow { what: "tokens" })?;
+/// [`accumulation`]), decided here per sequence from its [`TokenSpan`], so each sequence gets exactly the
+/// bits [`matmul`] would give its span's batch alone, whatever it is batched with.
+pub fn matmul_seqs(w: &QMatrix, x: &[f32], spans: &[TokenSpan], y: &mut [f32]) -> Result<(), TensorError> {
+    if let Some(s) = spans.iter().find(|s| s.first.checked_add(s.tokens).is_none_or(|end| end > s.batch)) {
+        return Err(TensorError::Length {
+            what: "token span's batch",
+            unit: "tokens",
+            expected: s.first.saturating_add(s.tokens),
+            got: s.batch,
+        });
+    }
+    let n = spans.iter().try_fold(0usize, |a, s| a.checked_add(s.tokens)).ok_or(TensorError::Overflow { what: "tokens" })?;
     let (rows, cols) = (w.rows, w.cols);
     let x_len = n.checked_mul(cols).ok_or(TensorError::Overflow { what: "activations" })?;
     let y_len = n.checked_mul(rows).ok_or(TensorError::Overflow { what: "outputs" })?;
@@ -286,7 +313,8 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], seq_tokens: &[usize], y: &mut [f32]) 
     }
 
     let kernels = quant::kernels();
-    let orders: Vec<Accumulation> = seq_tokens.iter().flat_map(|&t| (0..t).map(move |i| accumulation(w.dtype, rows, t, i))).collect();
+    let orders: Vec<Accumulation> =
+        spans.iter().flat_map(|s| (s.first..s.first + s.tokens).map(move |i| accumulation(w.dtype, rows, s.batch, i))).collect();
     let act = vec_dot_type(w.dtype);
     let x_row_bytes = row_bytes(act, cols)?;
 
@@ -602,7 +630,7 @@ mod tests {
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0.0f32; n * rows];
-                pool.install(|| matmul_seqs(&w, &x, &seqs, &mut y)).unwrap();
+                pool.install(|| matmul_seqs(&w, &x, &seqs.map(TokenSpan::whole), &mut y)).unwrap();
                 y
             };
             let one = run(1);
@@ -614,7 +642,22 @@ mod tests {
                 assert_eq!(&one[t0 * rows..][..len * rows], &alone[..], "{dtype} {rows} rows: sequence of {len} alone vs batched");
                 t0 += len;
             }
+            // The 9-token sequence in pieces of 2, 3 and 4 (one of them batched with the lone token),
+            // each placed in its batch of 9: the bits of all 9 at once.
+            let (x9, mut pieces) = (&x[3 * cols..12 * cols], vec![0.0f32; 9 * rows]);
+            let span = |tokens, first| TokenSpan { tokens, batch: 9, first };
+            matmul_seqs(&w, &x9[..2 * cols], &[span(2, 0)], &mut pieces[..2 * rows]).unwrap();
+            let mut two = vec![0.0f32; 4 * rows];
+            let x2 = [&x9[2 * cols..5 * cols], &x[12 * cols..13 * cols]].concat();
+            matmul_seqs(&w, &x2, &[span(3, 2), TokenSpan::whole(1)], &mut two).unwrap();
+            pieces[2 * rows..5 * rows].copy_from_slice(&two[..3 * rows]);
+            assert_eq!(&two[3 * rows..], &one[12 * rows..13 * rows], "{dtype}: the lone token beside a piece");
+            matmul_seqs(&w, &x9[5 * cols..], &[span(4, 5)], &mut pieces[5 * rows..]).unwrap();
+            assert_eq!(&pieces[..], &one[3 * rows..12 * rows], "{dtype} {rows} rows: pieces of a batch of 9");
         }
+        let w = random_matrix(DType::Q4_0, 16, 32, &mut rng);
+        let e = matmul_seqs(&w, &[0.0; 64], &[TokenSpan { tokens: 2, batch: 2, first: 1 }], &mut [0.0; 32]).unwrap_err();
+        assert!(e.to_string().contains("token span"), "{e}");
     }
 
     /// The orders really differ (or the test above would prove nothing for K-quants): somewhere in a
@@ -658,8 +701,9 @@ mod tests {
                 for threads in [1, 2] {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     let (mut a, mut b) = (vec![0.0f32; n * rows], vec![f32::NAN; n * rows]);
-                    pool.install(|| matmul_seqs(&w, &x, seqs, &mut a)).unwrap();
-                    pool.install(|| matmul_seqs(&packed, &x, seqs, &mut b)).unwrap();
+                    let spans: Vec<TokenSpan> = seqs.iter().map(|&t| TokenSpan::whole(t)).collect();
+                    pool.install(|| matmul_seqs(&w, &x, &spans, &mut a)).unwrap();
+                    pool.install(|| matmul_seqs(&packed, &x, &spans, &mut b)).unwrap();
                     let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&a), bits(&b), "{dtype} {seqs:?} threads={threads}");
                 }

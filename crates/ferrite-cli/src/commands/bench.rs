@@ -144,12 +144,12 @@ fn run_test(model: &Model, n_prompt: usize, n_gen: usize, batch: usize, reps: us
         seqs.iter_mut().for_each(|s| s.truncate(0));
         if n_prompt > 0 {
             let tokens: Vec<u32> = (0..n_prompt).map(|_| token()).collect();
-            model.forward(pool, &mut [SeqBatch { tokens: &tokens, kv: &mut seqs[0], logits: Logits::Last }])?;
+            model.forward(pool, &mut [SeqBatch { tokens: &tokens, kv: &mut seqs[0], logits: Logits::Last, place: None }])?;
         }
         for _ in 0..n_gen {
             let tokens: Vec<[u32; 1]> = (0..batch).map(|_| [token()]).collect();
             let mut step: Vec<SeqBatch> =
-                seqs.iter_mut().zip(&tokens).map(|(kv, t)| SeqBatch { tokens: t, kv, logits: Logits::Last }).collect();
+                seqs.iter_mut().zip(&tokens).map(|(kv, t)| SeqBatch { tokens: t, kv, logits: Logits::Last, place: None }).collect();
             model.forward(pool, &mut step)?;
         }
         Ok(())

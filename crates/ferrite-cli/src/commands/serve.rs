@@ -65,7 +65,14 @@ pub fn main(a: ServeArgs) -> Result<()> {
             if kv_blocks < min_blocks {
                 bail!("--kv-mem {bytes} bytes holds {kv_blocks} KV blocks; one full context of {ctx} tokens needs {} ({} bytes)", min_blocks, min_blocks * block);
             }
-            let config = EngineConfig { ctx, max_seqs: a.max_seqs, max_queue: a.max_queue, step_tokens: a.step_tokens.max(128), kv_blocks };
+            let config = EngineConfig {
+                ctx,
+                max_seqs: a.max_seqs,
+                max_queue: a.max_queue,
+                step_tokens: a.step_tokens.max(16),
+                prefill_while_decoding: a.decode_prefill.max(1),
+                kv_blocks,
+            };
             let template = lm.template()?;
             let m = st.metrics.clone();
             let e = Engine::start(&lm, config, Box::new(move |r| m.step(r)));

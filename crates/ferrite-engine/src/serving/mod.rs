@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Tokens per step: one per decoding sequence, the rest for prompt chunks.
     pub step_tokens: usize,
+    /// Most prompt tokens a step takes while sequences are decoding in it: what bounds how long a new
+    /// prompt holds back their next tokens (a step with no one decoding fills `step_tokens`).
+    pub prefill_while_decoding: usize,
     /// Blocks of [`ferrite_models::BLOCK_SIZE`] positions in the KV pool.
     pub kv_blocks: usize,
 }

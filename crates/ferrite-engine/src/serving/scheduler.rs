@@ -2,8 +2,10 @@
 //!
 //! Every sequence has `tokens` (prompt, then generated) and `kv.len()` of them computed. A step gives each
 //! decoding sequence (one uncomputed token: the last one sampled) one token, then fills the rest of the
-//! step's budget with prompt chunks (`prefill_chunk`: at least 64 tokens, so a prompt's bits never
-//! depend on the split), oldest sequence first. Blocks are allocated as positions are needed; when the
+//! step's budget with prompt pieces, oldest sequence first — at most `prefill_while_decoding` of them when
+//! sequences are decoding, so a new prompt holds back their next tokens only a little. Pieces are placed
+//! in the prompt's batches (`prefill_chunk`, `prompt_place`), so a prompt's bits never depend on the
+//! split. Blocks are allocated as positions are needed; when the
 //! pool has none left, the newest running sequence is preempted: its computed full blocks stay cached, its
 //! references are dropped, and it goes back to the front of the queue to be recomputed (mostly from the
 //! prefix cache) later. Nothing fails for lack of memory.
@@ -20,7 +22,7 @@ use super::blocks::{BlockHashes, BlockManager};
 use super::{gone, EngineConfig, EngineStats, Event, Request, TokenLogprob, Usage};
 use crate::sampling::Sampler;
 use crate::stop::TokenText;
-use crate::{prefill_chunk, reusable_prefix, FinishReason, LoadedModel};
+use crate::{prefill_chunk, prompt_place, reusable_prefix, FinishReason, LoadedModel};
 
 /// One request's sequence and its generation state.
 pub(crate) struct Seq {
@@ -171,17 +173,22 @@ impl Scheduler {
     fn plan(&mut self) -> (usize, usize) {
         let mut budget = self.config.step_tokens;
         self.running.iter_mut().for_each(|s| s.planned = 0);
-        // Decoding sequences first (one token each), then prompt chunks, oldest first.
+        // Decoding sequences first (one token each), then prompt pieces, oldest first: while some
+        // decode, at most `prefill_while_decoding` prompt tokens.
+        let mut decoding = 0;
         for decode in [true, false] {
+            if !decode && decoding > 0 {
+                budget = budget.min(self.config.prefill_while_decoding);
+            }
             let mut i = 0;
-            while i < self.running.len() {
-                let rest = self.running[i].uncomputed();
-                let n = match (decode, rest) {
+            while i < self.running.len() && budget > 0 {
+                let s = &self.running[i];
+                let n = match (decode, s.uncomputed()) {
                     (true, 1) => 1,
-                    (false, r) if r > 1 => prefill_chunk(r, budget).unwrap_or(0),
+                    (false, r) if r > 1 => prefill_chunk(s.kv.len(), s.tokens.len(), budget),
                     _ => 0,
                 };
-                if n == 0 || n > budget {
+                if n == 0 {
                     i += 1;
                     continue;
                 }
@@ -191,6 +198,7 @@ impl Scheduler {
                 }
                 self.running[i].planned = n;
                 budget -= n;
+                decoding += usize::from(decode);
                 i += 1;
             }
         }
@@ -236,9 +244,11 @@ impl Scheduler {
             .iter_mut()
             .filter(|s| s.planned > 0)
             .map(|s| {
-                let at = s.kv.len();
-                let logits = if at + s.planned == s.tokens.len() { Logits::Last } else { Logits::None };
-                SeqBatch { tokens: &s.tokens[at..at + s.planned], kv: &mut s.kv, logits }
+                let (at, len) = (s.kv.len(), s.tokens.len());
+                let logits = if at + s.planned == len { Logits::Last } else { Logits::None };
+                // A decoding token is a batch of its own; a prompt piece sits in its prompt's batch.
+                let place = (len - at > 1).then(|| prompt_place(at, len));
+                SeqBatch { tokens: &s.tokens[at..at + s.planned], kv: &mut s.kv, logits, place }
             })
             .collect();
         self.model.forward(&mut self.pool, &mut batch)
