@@ -329,8 +329,8 @@ pub struct ServeArgs {
     /// Requests waiting for admission before new ones get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
-    /// Tokens per engine step (decoding sequences plus prompt pieces); at least 16. Larger steps
-    /// prefill faster when nothing else runs.
+    /// Tokens per engine step (decoding sequences plus prompt pieces); at least --max-seqs plus
+    /// --decode-prefill. Larger steps prefill faster when nothing else runs.
     #[arg(long, default_value_t = 256)]
     step_tokens: usize,
     /// Most prompt tokens a step takes while other sequences are decoding: smaller keeps their

@@ -28,10 +28,9 @@ pub fn prefill_chunk(at: usize, len: usize, room: usize) -> usize {
     room.min(p.size - p.first)
 }
 
-/// Prompt tokens left to compute after a reused prefix, at least: the computed rest then includes the
-/// batch positions whose kernels depend on the prompt's length (the last few tokens of a batch, and
-/// prompts too short for the tiled kernels), which a prefix cached from a shorter prompt computed
-/// differently.
+/// Prompt tokens left to compute after a reused prefix, at least: the end of the prompt's last batch,
+/// whose kernels depend on the prompt's length, is then computed by this prompt itself. (The reused
+/// blocks hold what the request that cached them computed; see `docs/server.md`.)
 pub const MIN_CHUNK: usize = 64;
 
 /// How much of a cached prefix of `common` tokens a prompt of `len` tokens may reuse: a multiple of
@@ -107,7 +106,7 @@ pub fn generate(
     let tok = &lm.tokenizer;
     let vocab = model.config().vocab_size;
 
-    // Keep the cached prefix where that leaves a chunk long enough to get the bits of a fresh computation.
+    // Keep the cached prefix where that leaves at least MIN_CHUNK tokens to compute.
     let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
     let common = reusable_prefix(common, prompt.len(), BLOCK_SIZE);
     cache.truncate(common);
@@ -189,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn reuse_leaves_a_full_chunk() {
+    fn reuse_leaves_at_least_64_tokens() {
         assert_eq!(reusable_prefix(1000, 1010, 16), 944);
         assert_eq!(reusable_prefix(100, 1010, 16), 96);
         assert_eq!(reusable_prefix(70, 70, 16), 0);

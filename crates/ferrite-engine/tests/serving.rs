@@ -83,6 +83,27 @@ fn concurrent_requests_give_what_each_gives_alone() {
     engine.join();
 }
 
+/// Pieces of a prompt placed in its batch give `ferrite run`'s output whatever the step budget: 33 tokens
+/// a step, so a 100-token prompt alone is computed as 33 + 33 + 33 + 1, and prompts sent together are
+/// split into whatever the decoding sequences leave of each step.
+#[test]
+fn small_steps_split_prompts_without_changing_the_output() {
+    let Some(lm) = load() else { return };
+    let engine = Engine::start(&lm, EngineConfig { step_tokens: 33, prefill_while_decoding: 33, ..config(256) }, Box::new(|_| {}));
+    let h = engine.handle();
+    let mut tail = request(&lm, &"Tell me about the sea. ".repeat(30), 12);
+    tail.prompt.truncate(100);
+    let reqs: Vec<Request> = prompts().iter().map(|p| request(&lm, p, 12)).collect();
+    for batch in [vec![tail], reqs] {
+        let rxs: Vec<_> = batch.iter().map(|r| h.submit(r.clone()).unwrap()).collect();
+        for (req, (ids, text, _, _)) in batch.iter().zip(rxs.into_iter().map(wait)) {
+            let (want_ids, want_text) = alone(&lm, req);
+            assert_eq!((ids, text), (want_ids, want_text), "prompt of {} tokens", req.prompt.len());
+        }
+    }
+    engine.join();
+}
+
 #[test]
 fn a_shared_prefix_is_reused_and_gives_the_same_output() {
     let Some(lm) = load() else { return };

@@ -19,8 +19,8 @@ use ferrite_tensor::{ops, par};
 use crate::layers::Step;
 use crate::ModelConfig;
 
-/// Query rows per tile in llama.cpp (`GGML_FA_TILE_Q`): a sequence with at least this many new tokens in
-/// a step takes the tiled path.
+/// Query rows per tile in llama.cpp (`GGML_FA_TILE_Q`): a sequence whose batch has at least this many
+/// tokens takes the tiled path.
 const TILE_Q: usize = 64;
 /// Keys per tile (`GGML_FA_TILE_KV`).
 pub(crate) const TILE_KV: usize = 64;

@@ -6,7 +6,8 @@
 //!   keeps its lane layout in two 8-lane registers;
 //! - tiled path (prompt chunks): a key's score is a sequential fused multiply-add chain over the head
 //!   dimension, so eight keys' chains run side by side in the lanes of one register, reading keys
-//!   transposed in groups of eight ([`transpose_keys`]); the output accumulates in registers.
+//!   transposed in groups of eight ([`transpose_keys`]); the output accumulates 64 dimensions at a time
+//!   in registers.
 //!
 //! Both take head dimensions that are multiples of 64 up to 256 ([`supported`]); others use the scalar
 //! code.
@@ -19,7 +20,7 @@ use ferrite_tensor::ops;
 
 use crate::attention::TILE_KV;
 
-/// Largest head dimension held in registers.
+/// Largest head dimension the SIMD kernels take.
 const MAX_HD: usize = 256;
 
 /// Whether the CPU and the head dimension allow these kernels (and `FERRITE_KERNELS` does not cap them
@@ -32,7 +33,7 @@ pub(crate) fn supported(hd: usize) -> bool {
             && is_x86_feature_detected!("f16c")
             && ferrite_tensor::quant::kernel_tier() != "scalar"
     });
-    cpu && hd.is_multiple_of(64) && hd <= MAX_HD
+    cpu && hd > 0 && hd.is_multiple_of(64) && hd <= MAX_HD
 }
 
 /// Keys (positions, hd) starting at absolute position `lo`, transposed into groups of eight positions
@@ -159,7 +160,12 @@ pub(crate) unsafe fn attend_tiled(
 /// Whether the CPU has AVX-512 F and VL (for [`attend_tiled`]'s wider copy).
 fn avx512_available() -> bool {
     static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"))
+    // `FERRITE_KERNELS=avx2` caps this too.
+    *AVX512.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && ferrite_tensor::quant::kernel_tier() == "avx512vnni"
+    })
 }
 
 /// [`attend_tiled`] in its AVX2 copy or (`wide`) its AVX-512VL one.

@@ -24,8 +24,8 @@
 //! ([`quant::interleaved`]).
 //!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
-//! sequence the token belongs to ([`accumulation`]), so results do not depend on the number of threads,
-//! nor on which other sequences share the call.
+//! batch its sequence's tokens belong to ([`accumulation`], [`TokenSpan`]), so results do not depend on
+//! the number of threads, on which other sequences share the call, nor on how a batch was split.
 
 use std::cell::Cell;
 use std::fmt;
@@ -421,8 +421,8 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], spans: &[TokenSpan], y: &mut [f32]) -
 
 /// Step 2 of [`matmul_seqs`] for an interleaved matrix: groups of 16 rows in parallel, each group's
 /// weights read once per run of up to 8 (`Q4_0`, and `Q5_0`/`Q8_0`, whose kernel takes a run two tokens
-/// at a time) or 4 (`Q4_K`) tokens of one order, which share its unpacking; one sequential stream per
-/// task.
+/// at a time), 6 (`Q6_K`, in passes of 6 tokens in `Tiled` order and 2 in lanes) or 4 (`Q4_K`) tokens of
+/// one order, which share its unpacking; one sequential stream per task.
 fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleaved, xq: &[u8], orders: &[Accumulation], y: &mut [f32]) {
     let nb = w.cols / w.dtype.block_size();
     match packed {

@@ -69,7 +69,8 @@ pub fn main(a: ServeArgs) -> Result<()> {
                 ctx,
                 max_seqs: a.max_seqs,
                 max_queue: a.max_queue,
-                step_tokens: a.step_tokens.max(16),
+                // Room for every sequence's decoding token and some prompt tokens in each step.
+                step_tokens: a.step_tokens.max(a.max_seqs + a.decode_prefill.max(1)),
                 prefill_while_decoding: a.decode_prefill.max(1),
                 kv_blocks,
             };

@@ -4,8 +4,8 @@
 //! A caller submits a [`Request`] (token ids, limits, sampling) and gets a channel of [`Event`]s: one per
 //! generated token, then `Done` with the usage. Dropping the receiver cancels the request; its KV blocks
 //! are freed at the next step. The engine loop is a few lines (see [`run`]); the work is in
-//! [`scheduler`] (what each step computes: one token for every decoding sequence plus prompt chunks up to
-//! the step's token budget) and [`blocks`] (which KV block belongs to whom, prefix reuse, eviction).
+//! [`scheduler`] (what each step computes: one token for every decoding sequence plus prompt pieces up to
+//! the step's token budget, fewer while sequences decode) and [`blocks`] (which KV block belongs to whom, prefix reuse, eviction).
 
 pub mod blocks;
 mod scheduler;

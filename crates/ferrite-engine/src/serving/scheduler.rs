@@ -41,6 +41,10 @@ pub(crate) struct Seq {
     admitted: bool,
     /// Tokens this step computes for it (0: not in the step).
     planned: usize,
+    /// Where the tokens computed as a prompt end, set at each admission (the prompt, or for a resumed
+    /// sequence everything it had): tokens before it are computed in prompt pieces placed in their
+    /// batches, the ones after it one at a time as they are sampled.
+    prefill_end: usize,
 }
 
 impl Seq {
@@ -57,6 +61,7 @@ impl Seq {
             cached_tokens: 0,
             admitted: false,
             planned: 0,
+            prefill_end: 0,
         }
     }
 
@@ -153,6 +158,7 @@ impl Scheduler {
             }
             let mut s = self.waiting.pop_front().expect("front exists");
             s.kv = SeqKv::new(prefix, reuse);
+            s.prefill_end = s.tokens.len();
             s.hashes = hashes;
             if !s.admitted {
                 s.admitted = true;
@@ -183,9 +189,10 @@ impl Scheduler {
             let mut i = 0;
             while i < self.running.len() && budget > 0 {
                 let s = &self.running[i];
-                let n = match (decode, s.uncomputed()) {
-                    (true, 1) => 1,
-                    (false, r) if r > 1 => prefill_chunk(s.kv.len(), s.tokens.len(), budget),
+                let prefilling = s.kv.len() < s.prefill_end;
+                let n = match (decode, prefilling) {
+                    (true, false) if s.uncomputed() == 1 => 1,
+                    (false, true) => prefill_chunk(s.kv.len(), s.prefill_end, budget),
                     _ => 0,
                 };
                 if n == 0 {
@@ -244,10 +251,11 @@ impl Scheduler {
             .iter_mut()
             .filter(|s| s.planned > 0)
             .map(|s| {
-                let (at, len) = (s.kv.len(), s.tokens.len());
-                let logits = if at + s.planned == len { Logits::Last } else { Logits::None };
-                // A decoding token is a batch of its own; a prompt piece sits in its prompt's batch.
-                let place = (len - at > 1).then(|| prompt_place(at, len));
+                let at = s.kv.len();
+                let logits = if at + s.planned == s.tokens.len() { Logits::Last } else { Logits::None };
+                // A prompt piece sits in its prompt's batch (even a piece of one token); a decoding
+                // token is a batch of its own.
+                let place = (at < s.prefill_end).then(|| prompt_place(at, s.prefill_end));
                 SeqBatch { tokens: &s.tokens[at..at + s.planned], kv: &mut s.kv, logits, place }
             })
             .collect();

@@ -441,17 +441,18 @@ fn q6k_sub_block(w: &BlockQ6Kx16, j: usize) -> [__m512i; 4] {
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
     let q = &w.q[3 * j..3 * j + 3];
+    // l02: the low bits of registers 0 and 2 (low and high nibbles), l13: of 1 and 3; h: the high bits.
     // SAFETY: three runs of 64 bytes, read in place.
-    let (l01, l23, h) = unsafe {
+    let (l02, l13, h) = unsafe {
         (_mm512_loadu_si512(q[0].as_ptr().cast()), _mm512_loadu_si512(q[1].as_ptr().cast()), _mm512_loadu_si512(q[2].as_ptr().cast()))
     };
     // (a & m4) | b, one instruction: 0xEA is A&B | C over (a, m4, b).
     let join = |a: __m512i, b: __m512i| _mm512_ternarylogic_epi32::<0xEA>(a, m4, b);
     [
-        join(l01, _mm512_and_si512(_mm512_slli_epi16::<4>(h), m30)),
-        join(l23, _mm512_and_si512(_mm512_slli_epi16::<2>(h), m30)),
-        join(_mm512_srli_epi16::<4>(l01), _mm512_and_si512(h, m30)),
-        join(_mm512_srli_epi16::<4>(l23), _mm512_and_si512(_mm512_srli_epi16::<2>(h), m30)),
+        join(l02, _mm512_and_si512(_mm512_slli_epi16::<4>(h), m30)),
+        join(l13, _mm512_and_si512(_mm512_slli_epi16::<2>(h), m30)),
+        join(_mm512_srli_epi16::<4>(l02), _mm512_and_si512(h, m30)),
+        join(_mm512_srli_epi16::<4>(l13), _mm512_and_si512(_mm512_srli_epi16::<2>(h), m30)),
     ]
 }
 
@@ -576,7 +577,7 @@ unsafe fn q6kx16_tiled<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: us
 }
 
 /// `T` tokens from `t0` in `vec_dot`'s lanes: per 32-element chunk `c` and lane `l`, one `vpdpbusd` gives
-/// each row's sum over elements `32c + 4l .. + 4` (at most 4·63·127, so it fits i16) and one `vpdpwssd`
+/// each row's sum over elements `32c + 4l .. + 4` (at most 4·63·128 in size, so it fits i16) and one `vpdpwssd`
 /// adds it times the sub-block's scale to lane `l`'s integer sum (scale in the low i16, zero in the
 /// high); per super-block, `acc[l] = fma(d_w·d_a, lane_l, acc[l])`; at the end `hsum_ps`'s tree.
 ///

@@ -338,10 +338,10 @@ type Quant<B> = unsafe fn(&[f32], &mut [B]);
 pub(crate) type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]])>;
 /// The same for `Q4_K`, in `RowsBy64` order (`true`) or `Rows`.
 pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
-/// The same for the formats that keep `vec_dot`'s lanes (see [`interleaved::LanesX16`]).
 /// The same for `Q6_K` (activation rows of `blocks` super-blocks each), in `Tiled` order (`true`) or
 /// `vec_dot`'s lanes.
 pub(crate) type DotX16Q6K = Option<unsafe fn(&[BlockQ6Kx16], &[BlockQ8K], usize, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
+/// The same for the formats that keep `vec_dot`'s lanes (see [`interleaved::LanesX16`]).
 pub(crate) type DotLanesX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]])>;
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be

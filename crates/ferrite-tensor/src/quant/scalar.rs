@@ -251,14 +251,14 @@ pub fn dot_q4kx16_q8k(x: &[BlockQ4Kx16], y: &[BlockQ8K], by_64: bool) -> [f32; 1
     })
 }
 
-/// `Σ (d_w·q_w + m_w)·d_a·q_a = d_w·d_a·Σ q_w·q_a + m_w·s_a`.
 /// The `m·s` terms of a `Q4_1`/`Q5_1` dot product, summed in sequence as ggml's `vec_dot` does beside its
 /// lanes.
 fn mins(m: impl Iterator<Item = (f16, f16)>) -> f32 {
     m.fold(0.0f32, |sum, (m, s)| sum + f16_to_f32(m) * f16_to_f32(s))
 }
 
-/// In [`lanes`] order, the mins summed beside: bit-identical to the AVX2 and VNNI kernels.
+/// `Σ (d_w·q_w + m_w)·d_a·q_a = d_w·d_a·Σ q_w·q_a + m_w·s_a`, in [`lanes`] order with the mins summed
+/// beside: bit-identical to the AVX2 and VNNI kernels.
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let dot = lanes(x.iter().zip(y).map(|(bx, by)| (nibbles(&bx.qs).map(|q| q as i32), f16_to_f32(bx.d) * f16_to_f32(by.d), &by.qs)));
     dot + mins(x.iter().zip(y).map(|(bx, by)| (bx.m, by.s)))
