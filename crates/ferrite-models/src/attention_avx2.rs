@@ -162,9 +162,7 @@ fn avx512_available() -> bool {
     static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // `FERRITE_KERNELS=avx2` caps this too.
     *AVX512.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512vl")
-            && ferrite_tensor::quant::kernel_tier() == "avx512vnni"
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") && ferrite_tensor::quant::kernel_tier() == "avx512vnni"
     })
 }
 

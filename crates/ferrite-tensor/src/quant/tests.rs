@@ -807,8 +807,9 @@ fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
         }
         for tokens in [1, 2, 3, 6, 7, 13] {
             let extremes: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { -1.0 } else { 1.0 }).collect();
-            let xq: Vec<u8> =
-                (0..tokens).flat_map(|t| act_row(DType::Q6K, &if t == tokens / 2 { extremes.clone() } else { rng.activations(n) })).collect();
+            let xq: Vec<u8> = (0..tokens)
+                .flat_map(|t| act_row(DType::Q6K, &if t == tokens / 2 { extremes.clone() } else { rng.activations(n) }))
+                .collect();
             let q: &[BlockQ8K] = as_blocks(&xq);
             let tok = |t: usize| &q[t * nb..][..nb];
             for tiled in [false, true] {
