@@ -34,26 +34,25 @@ fn models() -> Vec<(Model, bool)> {
 }
 
 fn prefill(model: &Model, tokens: &[u32], chunks: &[usize]) -> Vec<f32> {
-    let mut cache = model.new_cache(tokens.len().max(64));
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &n in chunks {
-        let logits = if n == 1 { Logits::Last } else { Logits::All };
-        out.extend(model.forward_cache(&mut cache, &tokens[at..at + n], logits).unwrap());
-        at += n;
-    }
-    assert_eq!((at, cache.len()), (tokens.len(), tokens.len()));
-    out
+    prefill_in(model, tokens, chunks, false)
 }
 
 /// `prefill` with each piece placed in the whole prompt, as the engine places a prompt's pieces.
 fn prefill_placed(model: &Model, tokens: &[u32], pieces: &[usize]) -> Vec<f32> {
+    prefill_in(model, tokens, pieces, true)
+}
+
+/// Logits of every token of `tokens`, computed in `chunks` with a fresh cache; placed, every chunk is
+/// placed in the whole and asks for all its logits (as the whole does), else a lone token asks for its
+/// last (the same row, as a batch of its own).
+fn prefill_in(model: &Model, tokens: &[u32], chunks: &[usize], placed: bool) -> Vec<f32> {
     let mut cache = model.new_cache(tokens.len().max(64));
     let mut out = Vec::new();
     let mut at = 0;
-    for &n in pieces {
-        let place = Some(BatchPlace { size: tokens.len(), first: at });
-        out.extend(model.forward_cache_placed(&mut cache, &tokens[at..at + n], Logits::All, place).unwrap());
+    for &n in chunks {
+        let logits = if n == 1 && !placed { Logits::Last } else { Logits::All };
+        let place = placed.then_some(BatchPlace { size: tokens.len(), first: at });
+        out.extend(model.forward_cache_placed(&mut cache, &tokens[at..at + n], logits, place).unwrap());
         at += n;
     }
     assert_eq!((at, cache.len()), (tokens.len(), tokens.len()));

@@ -181,9 +181,9 @@ impl Scheduler {
         self.running.iter_mut().for_each(|s| s.planned = 0);
         // Decoding sequences first (one token each), then prompt pieces, oldest first: while some
         // decode, at most `prefill_while_decoding` prompt tokens.
-        let mut decoding = 0;
+        let mut decoding = false;
         for decode in [true, false] {
-            if !decode && decoding > 0 {
+            if !decode && decoding {
                 budget = budget.min(self.config.prefill_while_decoding);
             }
             let mut i = 0;
@@ -205,7 +205,7 @@ impl Scheduler {
                 }
                 self.running[i].planned = n;
                 budget -= n;
-                decoding += usize::from(decode);
+                decoding |= decode;
                 i += 1;
             }
         }

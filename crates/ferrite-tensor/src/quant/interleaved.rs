@@ -424,12 +424,19 @@ unsafe fn lanes_x16_tokens<const T: usize, B: LanesX16>(w: &[B], x: &QuantizedLa
         }
     }
     for (o, a) in out.iter_mut().zip(acc) {
-        // hsum_ps's tree, one row per lane: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
-        let s = [_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])];
-        let sum = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
         // SAFETY: 16 floats.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), sum) };
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), hsum_lanes(a)) };
     }
+}
+
+/// The eight `vec_dot` lane registers of sixteen rows summed in `hsum_ps`'s tree, one row per lane:
+/// `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn hsum_lanes(a: [__m512; 8]) -> __m512 {
+    let s = [_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])];
+    _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]))
 }
 
 /// Sub-block `j`'s four registers of sixteen interleaved `Q6_K` rows ([`BlockQ6Kx16`]): register `k`
@@ -624,10 +631,7 @@ unsafe fn q6kx16_lanes<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: us
         }
     }
     for (o, a) in out.iter_mut().zip(acc) {
-        // hsum_ps's tree, one row per lane.
-        let s = [_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])];
-        let sum = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
         // SAFETY: 16 floats.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), sum) };
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), hsum_lanes(a)) };
     }
 }

@@ -186,10 +186,16 @@ pub fn dot_q4_0x16_q8_0(x: &[BlockQ4_0x16], y: &[BlockQ8_0]) -> [f32; 16] {
 /// of the two scales `d_w·d_a`, and the activation quants.
 #[inline(always)]
 fn lanes<'a>(blocks: impl Iterator<Item = ([i32; QK], f32, &'a [i8; QK])>) -> f32 {
+    lanes_order(blocks.map(|(w, d, qs)| (std::array::from_fn(|l| idot(w[4 * l..4 * l + 4].iter().copied(), &qs[4 * l..4 * l + 4])), d)))
+}
+
+/// The float steps of ggml's `vec_dot` on AVX2 and up, from each block's eight exact lane sums and its
+/// `d_w·d_a`: `acc[l] = fma(lane_l, d, acc[l])`, the eight summed at the end in `hsum_ps`'s tree.
+#[inline(always)]
+fn lanes_order(blocks: impl Iterator<Item = ([i32; 8], f32)>) -> f32 {
     let mut acc = [0.0f32; 8];
-    for (w, d, qs) in blocks {
-        for (l, acc) in acc.iter_mut().enumerate() {
-            let lane = idot(w[4 * l..4 * l + 4].iter().copied(), &qs[4 * l..4 * l + 4]);
+    for (lanes, d) in blocks {
+        for (acc, lane) in acc.iter_mut().zip(lanes) {
             *acc = (lane as f32).mul_add(d, *acc);
         }
     }
@@ -398,20 +404,11 @@ fn q6k_lanes(u: &[u8; QK_K], sc: &[i8; 16], by: &BlockQ8K) -> [i32; 8] {
     })
 }
 
-/// ggml's `vec_dot` order on AVX2 and up: `acc[l] = fma(lane_l, d_w·d_a, acc[l])` per super-block over
-/// [`q6k_lanes`], the eight summed at the end in `hsum_ps`'s tree. `blocks` yields each super-block's
-/// values `q + 32`, scales, `d_w` and activation block.
+/// ggml's `vec_dot` order ([`lanes_order`]) over [`q6k_lanes`]. `blocks` yields each super-block's values
+/// `q + 32`, scales, `d_w` and activation block.
 #[inline(always)]
 fn q6k_lanes_dot<'a>(blocks: impl Iterator<Item = ([u8; QK_K], [i8; 16], f32, &'a BlockQ8K)>) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (u, sc, dw, by) in blocks {
-        let d = by.d * dw;
-        for (acc, lane) in acc.iter_mut().zip(q6k_lanes(&u, &sc, by)) {
-            *acc = (lane as f32).mul_add(d, *acc);
-        }
-    }
-    let s = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
-    (s[0] + s[2]) + (s[1] + s[3])
+    lanes_order(blocks.map(|(u, sc, dw, by)| (q6k_lanes(&u, &sc, by), by.d * dw)))
 }
 
 /// In ggml's `vec_dot` lanes ([`q6k_lanes_dot`]): bit-identical to the AVX2 and VNNI kernels.
