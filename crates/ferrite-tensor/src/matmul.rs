@@ -21,7 +21,10 @@
 //! walks its groups of sixteen rows as one stream and runs of up to 8 (`Q4_0`), 6 (`Q6_K` prompts), 4
 //! (`Q4_K`) or 2 (`Q5_0`, `Q8_0` and `Q6_K` decoding, whose eight `vec_dot` lanes take eight registers a
 //! token) tokens share each group's unpacking, with nothing reduced across lanes
-//! ([`quant::interleaved`]).
+//! ([`quant::interleaved`]). With more tokens than one pass takes (batched decoding), each group's
+//! weights are read once from memory and again from cache, and the kernels fetch the next tile's
+//! weights while they compute, so the wait on memory overlaps the arithmetic (8 decoding sequences of
+//! Qwen2.5-0.5B: ~25% faster steps).
 //!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
 //! batch its sequence's tokens belong to ([`accumulation`], [`TokenSpan`]), so results do not depend on
@@ -433,7 +436,9 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
             block_sums(q, &mut sums, &mut d);
             let x = QuantizedRows { q, sums: &sums, d: &d, blocks: nb };
             // SAFETY: the kernel set has this kernel only where the CPU has its features.
-            groups_in_parallel(blocks, nb, w.rows, orders, MOST_TOKENS, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
+            groups_in_parallel(blocks, nb, w.rows, orders, MOST_TOKENS, y, |g, tokens, _, out, ahead| unsafe {
+                dot(g, &x, tokens, out, ahead)
+            });
         }
         Interleaved::Q4K(blocks) => {
             let dot = kernels.q4kx16.expect(EXPECT);
@@ -442,8 +447,8 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
             pair_sums(q, &mut pairs);
             let x = QuantizedRowsK { q, pairs: &pairs, blocks: nb };
             // SAFETY: as above.
-            groups_in_parallel(blocks, nb, w.rows, orders, 4, y, |g, tokens, order, out| unsafe {
-                dot(g, &x, tokens, order == Accumulation::RowsBy64, out)
+            groups_in_parallel(blocks, nb, w.rows, orders, 4, y, |g, tokens, order, out, ahead| unsafe {
+                dot(g, &x, tokens, order == Accumulation::RowsBy64, out, ahead)
             });
         }
         Interleaved::Q5_0(blocks) => lanes_product(kernels.q5_0x16, blocks, nb, w.rows, xq, orders, y),
@@ -453,15 +458,15 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
             let q: &[BlockQ8K] = bytemuck::cast_slice(xq);
             debug_assert!(orders.iter().all(|&o| matches!(o, Accumulation::Tiled | Accumulation::Lanes)), "Q6_K takes Tiled or Lanes");
             // SAFETY: as above.
-            groups_in_parallel(blocks, nb, w.rows, orders, 6, y, |g, tokens, order, out| unsafe {
-                dot(g, q, nb, tokens, order == Accumulation::Tiled, out)
+            groups_in_parallel(blocks, nb, w.rows, orders, 6, y, |g, tokens, order, out, ahead| unsafe {
+                dot(g, q, nb, tokens, order == Accumulation::Tiled, out, ahead)
             });
         }
     }
 }
 
 /// [`interleaved_product`] for the formats that keep `vec_dot`'s lanes.
-fn lanes_product<B: LanesX16 + Sync>(
+fn lanes_product<B: LanesX16 + bytemuck::Pod + Sync>(
     dot: quant::DotLanesX16<B>,
     blocks: &[B],
     nb: usize,
@@ -477,7 +482,7 @@ fn lanes_product<B: LanesX16 + Sync>(
     lane_starts(q, B::OFFSET, &mut starts, &mut d);
     let x = QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
     // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for B.
-    groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, |g, tokens, _, out| unsafe { dot(g, &x, tokens, out) });
+    groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, |g, tokens, _, out, ahead| unsafe { dot(g, &x, tokens, out, ahead) });
 }
 
 /// Why an interleaved matrix's kernel is there: matrices are repacked only where the kernel set has it.
@@ -485,14 +490,14 @@ const EXPECT: &str = "interleaved only where the kernel set has the kernel";
 
 /// Runs `kernel` over every group of `blocks` (`nb` interleaved blocks each) and every run of tokens
 /// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks.
-fn groups_in_parallel<B: Sync>(
+fn groups_in_parallel<B: bytemuck::Pod + Sync>(
     blocks: &[B],
     nb: usize,
     rows: usize,
     orders: &[Accumulation],
     most: usize,
     y: &mut [f32],
-    kernel: impl Fn(&[B], std::ops::Range<usize>, Accumulation, &mut [[f32; GROUP]]) + Sync,
+    kernel: impl Fn(&[B], std::ops::Range<usize>, Accumulation, &mut [[f32; GROUP]], &[u8]) + Sync,
 ) {
     assert!(most <= MOST_TOKENS, "runs of at most {MOST_TOKENS} tokens");
     let n = orders.len();
@@ -513,10 +518,20 @@ fn groups_in_parallel<B: Sync>(
         let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
         let mut out = [[0.0f32; GROUP]; MOST_TOKENS];
         for t0 in (g0..g1).step_by(tile) {
+            let t1 = (t0 + tile).min(g1);
+            // Where the weights are read more than once (several runs, or a kernel that takes its run
+            // in passes), the first read waits on memory and the others on arithmetic: the kernels fetch
+            // the next tile's weights meanwhile, a share per call.
+            let next = bytemuck::cast_slice::<B, u8>(&blocks[t1 * nb..(t1 + tile).min(g1) * nb]);
+            let next = if n > 2 { next } else { &[] };
+            let share = next.len().div_ceil(runs.len() * (t1 - t0)).next_multiple_of(64);
+            let mut fetched = 0;
             for run in &runs {
                 let out = &mut out[..run.len()];
-                for g in t0..(t0 + tile).min(g1) {
-                    kernel(&blocks[g * nb..][..nb], run.clone(), orders[run.start], out);
+                for g in t0..t1 {
+                    let ahead = &next[fetched..(fetched + share).min(next.len())];
+                    fetched += ahead.len();
+                    kernel(&blocks[g * nb..][..nb], run.clone(), orders[run.start], out, ahead);
                     for (i, o) in out.iter().enumerate() {
                         // SAFETY: token run.start + i < n and rows g·16 .. g·16 + 16 <= rows stay inside y
                         // (n × rows); this task alone writes group g's rows.

@@ -95,6 +95,43 @@ fn nibble_lanes(qs: &[u8; 256]) -> [__m512i; 8] {
     w
 }
 
+/// Bytes a kernel asks the cache for while it computes: the weights its caller gives it next, so that
+/// their wait on memory overlaps this call's arithmetic. A call with several tokens reads its weights
+/// once per pass (from cache after the first), and without this the memory sits idle meanwhile.
+/// The bytes are split evenly over the passes and, within a pass, over its blocks, a few cache lines
+/// per block. (A hint: results never depend on it.)
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Prefetch {
+    at: *const u8,
+    end: *const u8,
+    per_block: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Prefetch {
+    /// Pass `p`'s share of `ahead`, out of `passes` passes of `blocks` blocks each.
+    fn pass(ahead: &[u8], passes: usize, p: usize, blocks: usize) -> Self {
+        let share = ahead.len().div_ceil(passes.max(1)).next_multiple_of(64);
+        let from = (p * share).min(ahead.len());
+        let part = &ahead[from..(from + share).min(ahead.len())];
+        let per_block = part.len().div_ceil(blocks.max(1)).next_multiple_of(64);
+        Prefetch { at: part.as_ptr(), end: part.as_ptr().wrapping_add(part.len()), per_block }
+    }
+
+    /// Requests the next block's share of cache lines.
+    #[inline(always)]
+    fn step(&mut self) {
+        let stop = self.at.wrapping_add(self.per_block).min(self.end);
+        while self.at < stop {
+            // SAFETY: `at` is inside the slice `pass` was given (below `end`); a prefetch reads nothing
+            // into the program and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.at.cast()) };
+            self.at = self.at.wrapping_add(64);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 /// Most tokens one pass over a block of weights serves (each needs one accumulator register).
 const TOKENS: usize = 8;
@@ -110,24 +147,27 @@ const TOKENS: usize = 8;
 /// If `w` is not `x.blocks` long, the token range is outside `x`, or `out` is not one entry per token.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn dot_q4_0x16_q8_0(w: &[BlockQ4_0x16], x: &QuantizedRows, tokens: std::ops::Range<usize>, out: &mut [[f32; 16]]) {
+pub unsafe fn dot_q4_0x16_q8_0(w: &[BlockQ4_0x16], x: &QuantizedRows, tokens: std::ops::Range<usize>, out: &mut [[f32; 16]], ahead: &[u8]) {
     let nb = x.blocks;
     assert_eq!(w.len(), nb, "interleaved blocks");
     assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.sums.len() && tokens.end * nb <= x.d.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    for chunk in out.chunks_mut(TOKENS) {
+    let per_pass = TOKENS;
+    let passes = out.len().div_ceil(per_pass);
+    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
+        let pf = Prefetch::pass(ahead, passes, p, nb);
         // SAFETY: the asserts above keep blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match chunk.len() {
-                8 => q4_0x16_tokens::<8>(w, x, t, chunk),
-                7 => q4_0x16_tokens::<7>(w, x, t, chunk),
-                6 => q4_0x16_tokens::<6>(w, x, t, chunk),
-                5 => q4_0x16_tokens::<5>(w, x, t, chunk),
-                4 => q4_0x16_tokens::<4>(w, x, t, chunk),
-                3 => q4_0x16_tokens::<3>(w, x, t, chunk),
-                2 => q4_0x16_tokens::<2>(w, x, t, chunk),
-                _ => q4_0x16_tokens::<1>(w, x, t, chunk),
+                8 => q4_0x16_tokens::<8>(w, x, t, chunk, pf),
+                7 => q4_0x16_tokens::<7>(w, x, t, chunk, pf),
+                6 => q4_0x16_tokens::<6>(w, x, t, chunk, pf),
+                5 => q4_0x16_tokens::<5>(w, x, t, chunk, pf),
+                4 => q4_0x16_tokens::<4>(w, x, t, chunk, pf),
+                3 => q4_0x16_tokens::<3>(w, x, t, chunk, pf),
+                2 => q4_0x16_tokens::<2>(w, x, t, chunk, pf),
+                _ => q4_0x16_tokens::<1>(w, x, t, chunk, pf),
             }
         }
         t += chunk.len();
@@ -140,10 +180,11 @@ pub unsafe fn dot_q4_0x16_q8_0(w: &[BlockQ4_0x16], x: &QuantizedRows, tokens: st
 /// AVX-512 F/BW/VNNI; blocks `t0·nb .. (t0 + T)·nb` exist in `x`, `out.len() == T`, `w.len() == nb`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_0x16_tokens<const T: usize>(w: &[BlockQ4_0x16], x: &QuantizedRows, t0: usize, out: &mut [[f32; 16]]) {
+unsafe fn q4_0x16_tokens<const T: usize>(w: &[BlockQ4_0x16], x: &QuantizedRows, t0: usize, out: &mut [[f32; 16]], mut pf: Prefetch) {
     let nb = x.blocks;
     let mut acc = [_mm512_setzero_ps(); T];
     for (b, wb) in w.iter().enumerate() {
+        pf.step();
         // dw: the 16 rows' scales; w8: the nibbles, as stored (q + 8).
         // SAFETY: d is 32 bytes, read in place.
         let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(std::ptr::addr_of!(wb.d).cast()) });
@@ -180,24 +221,34 @@ const TOKENS_K: usize = 4;
 /// As [`dot_q4_0x16_q8_0`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn dot_q4kx16_q8k(w: &[BlockQ4Kx16], x: &QuantizedRowsK, tokens: std::ops::Range<usize>, by_64: bool, out: &mut [[f32; 16]]) {
+pub unsafe fn dot_q4kx16_q8k(
+    w: &[BlockQ4Kx16],
+    x: &QuantizedRowsK,
+    tokens: std::ops::Range<usize>,
+    by_64: bool,
+    out: &mut [[f32; 16]],
+    ahead: &[u8],
+) {
     let nb = x.blocks;
     assert_eq!(w.len(), nb, "interleaved blocks");
     assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.pairs.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    for chunk in out.chunks_mut(TOKENS_K) {
+    let per_pass = TOKENS_K;
+    let passes = out.len().div_ceil(per_pass);
+    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
+        let pf = Prefetch::pass(ahead, passes, p, nb);
         // SAFETY: the asserts above keep super-blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match (chunk.len(), by_64) {
-                (4, true) => q4kx16_tokens::<4, true>(w, x, t, chunk),
-                (3, true) => q4kx16_tokens::<3, true>(w, x, t, chunk),
-                (2, true) => q4kx16_tokens::<2, true>(w, x, t, chunk),
-                (_, true) => q4kx16_tokens::<1, true>(w, x, t, chunk),
-                (4, false) => q4kx16_tokens::<4, false>(w, x, t, chunk),
-                (3, false) => q4kx16_tokens::<3, false>(w, x, t, chunk),
-                (2, false) => q4kx16_tokens::<2, false>(w, x, t, chunk),
-                (_, false) => q4kx16_tokens::<1, false>(w, x, t, chunk),
+                (4, true) => q4kx16_tokens::<4, true>(w, x, t, chunk, pf),
+                (3, true) => q4kx16_tokens::<3, true>(w, x, t, chunk, pf),
+                (2, true) => q4kx16_tokens::<2, true>(w, x, t, chunk, pf),
+                (_, true) => q4kx16_tokens::<1, true>(w, x, t, chunk, pf),
+                (4, false) => q4kx16_tokens::<4, false>(w, x, t, chunk, pf),
+                (3, false) => q4kx16_tokens::<3, false>(w, x, t, chunk, pf),
+                (2, false) => q4kx16_tokens::<2, false>(w, x, t, chunk, pf),
+                (_, false) => q4kx16_tokens::<1, false>(w, x, t, chunk, pf),
             }
         }
         t += chunk.len();
@@ -210,7 +261,13 @@ pub unsafe fn dot_q4kx16_q8k(w: &[BlockQ4Kx16], x: &QuantizedRowsK, tokens: std:
 /// AVX-512 F/BW/VNNI; super-blocks `t0·nb .. (t0 + T)·nb` exist in `x`, `out.len() == T`, `w.len() == nb`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4kx16_tokens<const T: usize, const BY64: bool>(w: &[BlockQ4Kx16], x: &QuantizedRowsK, t0: usize, out: &mut [[f32; 16]]) {
+unsafe fn q4kx16_tokens<const T: usize, const BY64: bool>(
+    w: &[BlockQ4Kx16],
+    x: &QuantizedRowsK,
+    t0: usize,
+    out: &mut [[f32; 16]],
+    mut pf: Prefetch,
+) {
     let nb = x.blocks;
     let m4 = _mm512_set1_epi8(0x0F);
     let zero = _mm512_setzero_si512();
@@ -218,6 +275,7 @@ unsafe fn q4kx16_tokens<const T: usize, const BY64: bool>(w: &[BlockQ4Kx16], x: 
     let mut acc = [_mm512_setzero_ps(); T];
     let mut acc_min = [_mm512_setzero_ps(); T];
     for (b, wb) in w.iter().enumerate() {
+        pf.step();
         // SAFETY (every load): inside wb's 2368 bytes.
         let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(std::ptr::addr_of!(wb.d).cast()) });
         let dminw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(std::ptr::addr_of!(wb.dmin).cast()) });
@@ -377,18 +435,21 @@ const TOKENS_LANES: usize = 2;
 /// As [`dot_q4_0x16_q8_0`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn dot_lanes_x16<B: LanesX16>(w: &[B], x: &QuantizedLanes, tokens: std::ops::Range<usize>, out: &mut [[f32; 16]]) {
+pub unsafe fn dot_lanes_x16<B: LanesX16>(w: &[B], x: &QuantizedLanes, tokens: std::ops::Range<usize>, out: &mut [[f32; 16]], ahead: &[u8]) {
     let nb = x.blocks;
     assert_eq!(w.len(), nb, "interleaved blocks");
     assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    for chunk in out.chunks_mut(TOKENS_LANES) {
+    let per_pass = TOKENS_LANES;
+    let passes = out.len().div_ceil(per_pass);
+    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
+        let pf = Prefetch::pass(ahead, passes, p, nb);
         // SAFETY: the asserts above keep blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match chunk.len() {
-                2 => lanes_x16_tokens::<2, B>(w, x, t, chunk),
-                _ => lanes_x16_tokens::<1, B>(w, x, t, chunk),
+                2 => lanes_x16_tokens::<2, B>(w, x, t, chunk, pf),
+                _ => lanes_x16_tokens::<1, B>(w, x, t, chunk, pf),
             }
         }
         t += chunk.len();
@@ -401,10 +462,11 @@ pub unsafe fn dot_lanes_x16<B: LanesX16>(w: &[B], x: &QuantizedLanes, tokens: st
 /// AVX-512 F/BW/VNNI; blocks `t0·nb .. (t0 + T)·nb` exist in `x`, `out.len() == T`, `w.len() == nb`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn lanes_x16_tokens<const T: usize, B: LanesX16>(w: &[B], x: &QuantizedLanes, t0: usize, out: &mut [[f32; 16]]) {
+unsafe fn lanes_x16_tokens<const T: usize, B: LanesX16>(w: &[B], x: &QuantizedLanes, t0: usize, out: &mut [[f32; 16]], mut pf: Prefetch) {
     let nb = x.blocks;
     let mut acc = [[_mm512_setzero_ps(); 8]; T];
     for (b, wb) in w.iter().enumerate() {
+        pf.step();
         let scales = wb.scales();
         // SAFETY: 16 f16 on the stack.
         let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(scales.as_ptr().cast()) });
@@ -510,23 +572,27 @@ pub unsafe fn dot_q6kx16_q8k(
     tokens: std::ops::Range<usize>,
     tiled: bool,
     out: &mut [[f32; 16]],
+    ahead: &[u8],
 ) {
     assert_eq!(w.len(), nb, "interleaved blocks");
     assert!(tokens.end * nb <= x.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    for chunk in out.chunks_mut(if tiled { TOKENS_Q6K_TILED } else { TOKENS_Q6K_LANES }) {
+    let per_pass = if tiled { TOKENS_Q6K_TILED } else { TOKENS_Q6K_LANES };
+    let passes = out.len().div_ceil(per_pass);
+    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
+        let pf = Prefetch::pass(ahead, passes, p, nb);
         // SAFETY: the asserts above keep super-blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match (chunk.len(), tiled) {
-                (6, true) => q6kx16_tiled::<6>(w, x, nb, t, chunk),
-                (5, true) => q6kx16_tiled::<5>(w, x, nb, t, chunk),
-                (4, true) => q6kx16_tiled::<4>(w, x, nb, t, chunk),
-                (3, true) => q6kx16_tiled::<3>(w, x, nb, t, chunk),
-                (2, true) => q6kx16_tiled::<2>(w, x, nb, t, chunk),
-                (_, true) => q6kx16_tiled::<1>(w, x, nb, t, chunk),
-                (2, false) => q6kx16_lanes::<2>(w, x, nb, t, chunk),
-                (_, false) => q6kx16_lanes::<1>(w, x, nb, t, chunk),
+                (6, true) => q6kx16_tiled::<6>(w, x, nb, t, chunk, pf),
+                (5, true) => q6kx16_tiled::<5>(w, x, nb, t, chunk, pf),
+                (4, true) => q6kx16_tiled::<4>(w, x, nb, t, chunk, pf),
+                (3, true) => q6kx16_tiled::<3>(w, x, nb, t, chunk, pf),
+                (2, true) => q6kx16_tiled::<2>(w, x, nb, t, chunk, pf),
+                (_, true) => q6kx16_tiled::<1>(w, x, nb, t, chunk, pf),
+                (2, false) => q6kx16_lanes::<2>(w, x, nb, t, chunk, pf),
+                (_, false) => q6kx16_lanes::<1>(w, x, nb, t, chunk, pf),
             }
         }
         t += chunk.len();
@@ -541,10 +607,11 @@ pub unsafe fn dot_q6kx16_q8k(
 /// AVX-512 F/BW/VNNI; super-blocks `t0·nb .. (t0 + T)·nb` exist in `x`, `out.len() == T`, `w.len() == nb`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q6kx16_tiled<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, t0: usize, out: &mut [[f32; 16]]) {
+unsafe fn q6kx16_tiled<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, t0: usize, out: &mut [[f32; 16]], mut pf: Prefetch) {
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); T];
     for (b, wb) in w.iter().enumerate() {
+        pf.step();
         // SAFETY (every activation read): super-block (t0 + t)·nb + b exists (the caller's contract).
         let by = |t: usize| unsafe { x.get_unchecked((t0 + t) * nb + b) };
         let mut isum = [zero; T];
@@ -592,11 +659,12 @@ unsafe fn q6kx16_tiled<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: us
 /// As [`q6kx16_tiled`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q6kx16_lanes<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, t0: usize, out: &mut [[f32; 16]]) {
+unsafe fn q6kx16_lanes<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: usize, t0: usize, out: &mut [[f32; 16]], mut pf: Prefetch) {
     let zero = _mm512_setzero_si512();
     let low16 = _mm512_set1_epi32(0xFFFF);
     let mut acc = [[_mm512_setzero_ps(); 8]; T];
     for (b, wb) in w.iter().enumerate() {
+        pf.step();
         // SAFETY (every activation read): super-block (t0 + t)·nb + b exists (the caller's contract).
         let by = |t: usize| unsafe { x.get_unchecked((t0 + t) * nb + b) };
         let mut lanes = [[zero; 8]; T];

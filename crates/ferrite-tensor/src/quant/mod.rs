@@ -48,8 +48,8 @@ mod tests;
 pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_0x16, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ6Kx16,
-    BlockQ8_0, BlockQ8_0x16, BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_0x16, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
 };
 
 /// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
@@ -334,15 +334,16 @@ type DotR2<W, A> = Option<unsafe fn([&[W]; 2], &[A]) -> [f32; 2]>;
 type Dot4x4<W, A> = Option<unsafe fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4]>;
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
-/// Sixteen interleaved rows against a range of activation rows (see [`interleaved`]).
-pub(crate) type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]])>;
+/// Sixteen interleaved rows against a range of activation rows (see [`interleaved`]), fetching the
+/// bytes of the last argument into cache meanwhile (the weights the caller computes next).
+pub(crate) type DotX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRows, std::ops::Range<usize>, &mut [[f32; 16]], &[u8])>;
 /// The same for `Q4_K`, in `RowsBy64` order (`true`) or `Rows`.
-pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
+pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK, std::ops::Range<usize>, bool, &mut [[f32; 16]], &[u8])>;
 /// The same for `Q6_K` (activation rows of `blocks` super-blocks each), in `Tiled` order (`true`) or
 /// `vec_dot`'s lanes.
-pub(crate) type DotX16Q6K = Option<unsafe fn(&[BlockQ6Kx16], &[BlockQ8K], usize, std::ops::Range<usize>, bool, &mut [[f32; 16]])>;
+pub(crate) type DotX16Q6K = Option<unsafe fn(&[BlockQ6Kx16], &[BlockQ8K], usize, std::ops::Range<usize>, bool, &mut [[f32; 16]], &[u8])>;
 /// The same for the formats that keep `vec_dot`'s lanes (see [`interleaved::LanesX16`]).
-pub(crate) type DotLanesX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]])>;
+pub(crate) type DotLanesX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]], &[u8])>;
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
 /// called on a CPU with their features; a `Kernels` is only ever built for the CPU it runs on.

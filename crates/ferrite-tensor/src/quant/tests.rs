@@ -592,7 +592,7 @@ fn interleaved_q4_0_kernel_matches_rows_order_bit_for_bit() {
                 // Tokens 1.. alone and all of them from token 0.
                 for range in [1..tokens, 0..tokens] {
                     let mut out = vec![[f32::NAN; 16]; range.len()];
-                    unsafe { dot(&packed, &x, range.clone(), &mut out) };
+                    unsafe { dot(&packed, &x, range.clone(), &mut out, bytemuck::cast_slice(&packed)) };
                     for (i, o) in out.iter().enumerate() {
                         for (r, v) in o.iter().enumerate() {
                             let t = range.start + i;
@@ -641,7 +641,7 @@ fn interleaved_q4k_kernel_matches_row_orders_bit_for_bit() {
                     let x = interleaved::QuantizedRowsK { q, pairs: &pairs, blocks: nb };
                     for range in [1..tokens, 0..tokens] {
                         let mut out = vec![[f32::NAN; 16]; range.len()];
-                        unsafe { dot(&packed, &x, range.clone(), by_64, &mut out) };
+                        unsafe { dot(&packed, &x, range.clone(), by_64, &mut out, bytemuck::cast_slice(&packed)) };
                         for (i, o) in out.iter().enumerate() {
                             for (r, v) in o.iter().enumerate() {
                                 let t = range.start + i;
@@ -758,9 +758,21 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                         let mut out = vec![[f32::NAN; 16]; range.len()];
                         unsafe {
                             if dtype == DType::Q5_0 {
-                                (AVX512VNNI.q5_0x16.unwrap())(bytemuck::cast_slice(&packed_bytes), &x, range.clone(), &mut out);
+                                (AVX512VNNI.q5_0x16.unwrap())(
+                                    bytemuck::cast_slice(&packed_bytes),
+                                    &x,
+                                    range.clone(),
+                                    &mut out,
+                                    &packed_bytes,
+                                );
                             } else {
-                                (AVX512VNNI.q8_0x16.unwrap())(bytemuck::cast_slice(&packed_bytes), &x, range.clone(), &mut out);
+                                (AVX512VNNI.q8_0x16.unwrap())(
+                                    bytemuck::cast_slice(&packed_bytes),
+                                    &x,
+                                    range.clone(),
+                                    &mut out,
+                                    &packed_bytes,
+                                );
                             }
                         }
                         for (i, o) in out.iter().enumerate() {
@@ -844,7 +856,7 @@ fn interleaved_q6k_kernel_matches_tiled_and_lanes_bit_for_bit() {
                 if let Some(dot) = AVX512VNNI.q6kx16.filter(|_| super::vnni::available()) {
                     for range in [1..tokens, 0..tokens] {
                         let mut out = vec![[f32::NAN; 16]; range.len()];
-                        unsafe { dot(&packed, q, nb, range.clone(), tiled, &mut out) };
+                        unsafe { dot(&packed, q, nb, range.clone(), tiled, &mut out, bytemuck::cast_slice(&packed)) };
                         for (i, o) in out.iter().enumerate() {
                             let t = range.start + i;
                             for (r, v) in o.iter().enumerate() {
