@@ -45,8 +45,9 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
         step.pool.store(layer, &step.seqs[s].kv.blocks, p, &k[r * kv_w..(r + 1) * kv_w], &v[r * kv_w..(r + 1) * kv_w]);
     }
 
-    // Each sequence's visible keys and values, per kv head, widened to f32 once for all its query rows
-    // and all heads of a group (f16 → f32 is exact). kv[s][g] = (first position, keys, values).
+    // The tiled path's keys and values (and the scalar code's), per kv head, widened to f32 once for all
+    // a sequence's query rows and all heads of a group (f16 → f32 is exact). kv[s][g] = (first position,
+    // keys, values). The SIMD per-key path reads the cache in place instead.
     let window = cfg.window[layer];
     let first_visible = |p: usize| window.map_or(0, |w| (p + 1).saturating_sub(w));
     let mut span = vec![(usize::MAX, 0usize); step.seqs.len()];
@@ -62,7 +63,7 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
         .zip(&span)
         .zip(&tiled)
         .map(|((sq, &(lo, hi)), &tiled)| {
-            if lo >= hi {
+            if lo >= hi || (simd && !tiled) {
                 return Vec::new();
             }
             (0..n_kv)
@@ -83,21 +84,21 @@ pub(crate) fn attention(step: &mut Step, cfg: &ModelConfig, layer: usize, q: &mu
         let (r, h) = (i / n_heads, i % n_heads);
         let p = pos[r];
         let start = first_visible(p);
+        let qh = &q[i * hd..(i + 1) * hd];
+        #[cfg(target_arch = "x86_64")]
+        if simd && !tiled[seq[r]] {
+            let runs = pool.runs(layer, h / group, &step.seqs[seq[r]].kv.blocks, start..p + 1);
+            // SAFETY: simd_supported() checked the CPU features and the head dimension.
+            unsafe { attention_avx2::attend_f16(qh, runs, scale, o) };
+            return;
+        }
         let w = &kv[seq[r]][h / group];
         let range = (start - w.lo) * hd..(p + 1 - w.lo) * hd;
-        let qh = &q[i * hd..(i + 1) * hd];
         let (keys, values) = (&w.keys[range.clone()], &w.values[range]);
         #[cfg(target_arch = "x86_64")]
         if simd {
-            // SAFETY: simd_supported() checked the CPU features and the head dimension; kt was built
-            // for tiled sequences and covers their visible positions.
-            unsafe {
-                if tiled[seq[r]] {
-                    attention_avx2::attend_tiled(qh, &w.kt, w.kt_base, values, start, p + 1, scale, o);
-                } else {
-                    attention_avx2::attend_f16(qh, keys, values, scale, o);
-                }
-            }
+            // SAFETY: as above; kt was built for tiled sequences and covers their visible positions.
+            unsafe { attention_avx2::attend_tiled(qh, &w.kt, w.kt_base, values, start, p + 1, scale, o) };
             return;
         }
         attend(tiled[seq[r]], qh, keys, values, start, scale, o);

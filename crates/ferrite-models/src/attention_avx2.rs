@@ -16,6 +16,8 @@
 
 use std::arch::x86_64::*;
 
+use half::f16;
+
 use ferrite_tensor::ops;
 
 use crate::attention::TILE_KV;
@@ -63,55 +65,56 @@ fn round16(x: __m256) -> __m256 {
     _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
 }
 
-/// ggml's 16-lane f16 dot product (see `attention::dot_lanes`) of one key with the rounded query.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn dot_lanes(k: &[f32], q: &[__m256], hd: usize) -> f32 {
-    let k = k[..hd].as_ptr();
-    // SAFETY: the loads stay within k[..hd] (hd is a multiple of 64).
-    unsafe { dot_lanes_raw(k, q, hd) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_lanes_raw(k: *const f32, q: &[__m256], hd: usize) -> f32 {
-    unsafe {
-        let mut a = [_mm256_setzero_ps(); 8]; // acc[j] lanes 0..8 at 2j, lanes 8..16 at 2j+1
-        for blk in 0..hd / 64 {
-            for j in 0..4 {
-                let at = blk * 64 + j * 16;
-                a[2 * j] = _mm256_fmadd_ps(_mm256_loadu_ps(k.add(at)), q[at / 8], a[2 * j]);
-                a[2 * j + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(k.add(at + 8)), q[at / 8 + 1], a[2 * j + 1]);
-            }
-        }
-        let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-        let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-        let t8 = _mm256_add_ps(hi, lo);
-        let t4 = _mm_add_ps(_mm256_extractf128_ps::<1>(t8), _mm256_castps256_ps128(t8));
-        let t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4)); // [t4[0]+t4[2], t4[1]+t4[3], ..]
-        _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps::<0b01>(t2, t2)))
-    }
-}
-
-/// Twin of `attention::attend_f16`.
+/// ggml's 16-lane f16 dot product (see `attention::dot_lanes`) of one key, as stored in the cache, with
+/// the rounded query.
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 64 up to 256; keys and values hold whole
-/// rows of `q.len()`.
+/// The CPU has AVX2, FMA and F16C; `k` points at `hd` (a multiple of 64) readable f16.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
-    unsafe {
-        let hd = q.len();
-        let nv = hd / 8;
-        let mut q16 = [_mm256_setzero_ps(); MAX_HD / 8];
-        for i in 0..nv {
-            q16[i] = round16(_mm256_loadu_ps(q.as_ptr().add(8 * i)));
+#[inline]
+unsafe fn dot_lanes(k: *const f16, q: &[__m256], hd: usize) -> f32 {
+    // SAFETY: eight f16 at `at` < hd, inside the key (the caller's contract).
+    let load = |at: usize| _mm256_cvtph_ps(unsafe { _mm_loadu_si128(k.add(at).cast()) });
+    let mut a = [_mm256_setzero_ps(); 8]; // acc[j] lanes 0..8 at 2j, lanes 8..16 at 2j+1
+    for blk in 0..hd / 64 {
+        for j in 0..4 {
+            let at = blk * 64 + j * 16;
+            a[2 * j] = _mm256_fmadd_ps(load(at), q[at / 8], a[2 * j]);
+            a[2 * j + 1] = _mm256_fmadd_ps(load(at + 8), q[at / 8 + 1], a[2 * j + 1]);
         }
-        let mut acc = [_mm256_setzero_ps(); MAX_HD / 8];
-        let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-        let n = keys.len() / hd;
-        for j in 0..n {
-            let s = dot_lanes(&keys[j * hd..], &q16[..nv], hd) * scale;
+    }
+    let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+    let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+    let t8 = _mm256_add_ps(hi, lo);
+    let t4 = _mm_add_ps(_mm256_extractf128_ps::<1>(t8), _mm256_castps256_ps128(t8));
+    let t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4)); // [t4[0]+t4[2], t4[1]+t4[3], ..]
+    _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps::<0b01>(t2, t2)))
+}
+
+/// Twin of `attention::attend_f16`, reading the keys and values in place from the cache: `runs` are
+/// runs of consecutive positions, each (positions, hd) of keys and of values, in position order.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 64 up to 256.
+///
+/// # Panics
+/// If a run's keys and values differ in length or are not whole rows of `q.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attend_f16<'a>(q: &[f32], runs: impl Iterator<Item = (&'a [f16], &'a [f16])>, scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    let nv = hd / 8;
+    let mut q16 = [_mm256_setzero_ps(); MAX_HD / 8];
+    for i in 0..nv {
+        // SAFETY: eight floats inside q.
+        q16[i] = round16(unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * i)) });
+    }
+    let mut acc = [_mm256_setzero_ps(); MAX_HD / 8];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    for (keys, values) in runs {
+        assert!(keys.len() == values.len() && keys.len().is_multiple_of(hd), "whole rows of keys and values");
+        for (kj, vj) in keys.chunks_exact(hd).zip(values.chunks_exact(hd)) {
+            // SAFETY: kj is one key of hd f16; the CPU features are this function's.
+            let s = unsafe { dot_lanes(kj.as_ptr(), &q16[..nv], hd) } * scale;
             let (mut ms, mut vs) = (1.0f32, 1.0f32);
             if s > m {
                 ms = (m - s).exp();
@@ -124,16 +127,18 @@ pub(crate) unsafe fn attend_f16(q: &[f32], keys: &[f32], values: &[f32], scale: 
                 vs = (s - m).exp();
             }
             let vsv = _mm256_set1_ps(vs);
-            let v = values.as_ptr().add(j * hd);
             for (i, a) in acc.iter_mut().enumerate().take(nv) {
-                *a = round16(_mm256_fmadd_ps(_mm256_loadu_ps(v.add(8 * i)), vsv, *a));
+                // SAFETY: eight f16 at 8i < hd, inside vj.
+                let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vj.as_ptr().add(8 * i).cast()) });
+                *a = round16(_mm256_fmadd_ps(v, vsv, *a));
             }
             sum = sum.mul_add(ms, vs);
         }
-        let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
-        for (i, a) in acc.iter().enumerate().take(nv) {
-            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), _mm256_mul_ps(*a, inv));
-        }
+    }
+    let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+    for (i, a) in acc.iter().enumerate().take(nv) {
+        // SAFETY: eight floats inside out (hd long).
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), _mm256_mul_ps(*a, inv)) };
     }
 }
 
@@ -297,8 +302,6 @@ unsafe fn tiled_body<const HD: usize>((q, kt, kt_base, values, start, end, scale
 
 #[cfg(test)]
 mod tests {
-    use half::f16;
-
     use super::*;
 
     fn data(n: usize, hd: usize, seed: f32) -> Vec<f32> {
@@ -320,10 +323,15 @@ mod tests {
                 for scale in [0.125f32, 1.0] {
                     let mut want = vec![0.0; hd];
                     crate::attention::attend_f16(&q, &keys, &values, scale, &mut want);
-                    let mut got = vec![0.0; hd];
-                    // SAFETY: supported() checked the CPU; hd is a multiple of 64 up to 256.
-                    unsafe { attend_f16(&q, &keys, &values, scale, &mut got) };
-                    assert_eq!(got, want, "f16 path hd={hd} n={n}");
+                    // In place from f16 rows, in runs of 16 positions (a cache block's) and of 5.
+                    let (k16, v16): (Vec<f16>, Vec<f16>) =
+                        keys.iter().zip(&values).map(|(&k, &v)| (f16::from_f32(k), f16::from_f32(v))).unzip();
+                    for run in [16 * hd, 5 * hd] {
+                        let mut got = vec![0.0; hd];
+                        // SAFETY: supported() checked the CPU; hd is a multiple of 64 up to 256.
+                        unsafe { attend_f16(&q, k16.chunks(run).zip(v16.chunks(run)), scale, &mut got) };
+                        assert_eq!(got, want, "f16 path hd={hd} n={n} run={run}");
+                    }
 
                     // Tiled: the keys are the visible positions start..start+n of a cache from `lo`.
                     for (lo, start) in [(0usize, 0usize), (3, 3), (3, 10), (64, 100), (90, 90)] {

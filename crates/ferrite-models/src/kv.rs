@@ -96,6 +96,29 @@ impl KvPool {
     }
 
     /// Keys and values of `layer`, kv head `h`, positions `range` of the sequence with block table
+    /// `blocks`, in place (f16): one run of consecutive positions per block touched, each (positions,
+    /// head_dim).
+    pub(crate) fn runs<'a>(
+        &'a self,
+        layer: usize,
+        h: usize,
+        blocks: &'a [u32],
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (&'a [f16], &'a [f16])> + 'a {
+        let hd = self.head_dim;
+        let (k, v) = (&self.k[layer], &self.v[layer]);
+        let first = range.start / BLOCK_SIZE;
+        let last = range.end.div_ceil(BLOCK_SIZE);
+        (first..last).map(move |b| {
+            let from = (b * BLOCK_SIZE).max(range.start);
+            let to = ((b + 1) * BLOCK_SIZE).min(range.end);
+            let at = self.at(blocks[b], h, from % BLOCK_SIZE);
+            let len = (to - from) * hd;
+            (&k[at..at + len], &v[at..at + len])
+        })
+    }
+
+    /// Keys and values of `layer`, kv head `h`, positions `range` of the sequence with block table
     /// `blocks`, widened to f32 (exact): each (positions, head_dim).
     pub(crate) fn gather(&self, layer: usize, h: usize, blocks: &[u32], range: std::ops::Range<usize>) -> (Vec<f32>, Vec<f32>) {
         use half::slice::HalfFloatSliceExt;
@@ -243,7 +266,14 @@ mod tests {
                 assert_eq!(&k[i * 8..(i + 1) * 8], &want[..], "head {h} position {p}");
                 assert_eq!(v[i * 8], -want[0]);
             }
+            // In place: one run per block touched (5..16, 16..32, 32..37), the same values.
+            let runs: Vec<(&[f16], &[f16])> = pool.runs(1, h, &blocks, 5..37).collect();
+            assert_eq!(runs.iter().map(|(k, _)| k.len() / 8).collect::<Vec<_>>(), [11, 16, 5]);
+            let (rk, rv): (Vec<f32>, Vec<f32>) =
+                runs.iter().flat_map(|(k, v)| k.iter().zip(v.iter())).map(|(k, v)| (k.to_f32(), v.to_f32())).unzip();
+            assert_eq!((rk, rv), (k, v));
         }
+        assert_eq!(pool.runs(1, 0, &blocks, 16..16).map(|(k, _)| k.len()).sum::<usize>(), 0);
         // Layer 0 and blocks outside the table are untouched.
         assert!(pool.k[0].iter().all(|&x| x == f16::ZERO));
         let untouched = pool.at(0, 0, 0)..pool.at(1, 0, 0);
