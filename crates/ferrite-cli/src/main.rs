@@ -302,6 +302,10 @@ pub struct BenchArgs {
     /// llama-bench's `-b`, its batch size.)
     #[arg(long, default_value_t = 1)]
     parallel: usize,
+    /// Positions already in each sequence's cache when a test starts, computed untimed beforehand
+    /// (llama-bench's `-d`): attention then reads a context this long.
+    #[arg(short = 'd', long = "depth", default_value_t = 0)]
+    depth: usize,
 }
 
 #[derive(Args)]

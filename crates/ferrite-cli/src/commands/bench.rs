@@ -4,6 +4,8 @@
 //! - `tg N`: N tokens decoded one per forward pass from an empty cache; tokens/s = N / time. With
 //!   `--parallel B`, B sequences decode together, one token each per forward pass (llama-batched-bench's
 //!   S_TG without the prompts): tokens/s = B·N / time.
+//! - `--depth D` (llama-bench's `-d`): both tests start with D positions already in each sequence's
+//!   cache, computed untimed before every repetition, so attention reads a context of that length.
 //!
 //! Each test runs after one untimed warm-up, `reps` times per thread count, each thread count on its own
 //! pool. Generation also reports the weight bytes read per second (every weight matrix is read once per
@@ -55,7 +57,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().context("starting a thread pool")?;
         for &(n_prompt, n_gen) in &tests {
             let batch = if n_gen > 0 { a.parallel } else { 1 };
-            let samples = pool.install(|| run_test(&lm.model, n_prompt, n_gen, batch, reps, a.seed))?;
+            let samples = pool.install(|| run_test(&lm.model, n_prompt, n_gen, batch, a.depth, reps, a.seed))?;
             let n = (n_prompt + n_gen * batch) as f64;
             let ts: Vec<f64> = samples.iter().map(|s| n / s).collect();
             let (avg, sd, med) = (mean(&ts), stddev(&ts), median(&ts));
@@ -67,6 +69,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 "n_gen": n_gen,
                 "n_threads": t,
                 "n_parallel": batch,
+                "n_depth": a.depth,
                 "kernels": ferrite_tensor::quant::kernel_tier(),
                 "avg_ns": (mean(&samples) * 1e9) as u64,
                 "avg_ts": avg,
@@ -86,11 +89,14 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 }
             }
             if !a.json {
-                let test = match (n_gen, batch) {
+                let mut test = match (n_gen, batch) {
                     (0, _) => format!("pp{n_prompt}"),
                     (_, 1) => format!("tg{n_gen}"),
                     (_, b) => format!("tg{n_gen} ×{b}"),
                 };
+                if a.depth > 0 {
+                    test += &format!(" @ d{}", a.depth);
+                }
                 let extra = match (row.get("weights_gbps"), row.get("membw_share")) {
                     (Some(g), Some(s)) => format!(" | {:.2} | {:.0}%", g.as_f64().unwrap(), 100.0 * s.as_f64().unwrap()),
                     (Some(g), None) => format!(" | {:.2} | -", g.as_f64().unwrap()),
@@ -128,8 +134,8 @@ fn default_threads() -> usize {
 }
 
 /// Seconds per repetition of one test (after an untimed warm-up run): a prompt of `n_prompt` tokens, or
-/// `n_gen` decoding steps of `batch` sequences at once.
-fn run_test(model: &Model, n_prompt: usize, n_gen: usize, batch: usize, reps: usize, seed: u64) -> Result<Vec<f64>> {
+/// `n_gen` decoding steps of `batch` sequences at once, each after `depth` untimed positions per sequence.
+fn run_test(model: &Model, n_prompt: usize, n_gen: usize, batch: usize, depth: usize, reps: usize, seed: u64) -> Result<Vec<f64>> {
     let vocab = model.config().vocab_size as u64;
     let mut rng = seed.max(1);
     let mut token = move || {
@@ -139,9 +145,17 @@ fn run_test(model: &Model, n_prompt: usize, n_gen: usize, batch: usize, reps: us
         rng ^= rng >> 27;
         (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % vocab) as u32
     };
-    let (mut pool, mut seqs) = KvPool::with_sequences(model.config(), &vec![(n_prompt + n_gen).max(1); batch]);
-    let mut once = |pool: &mut KvPool, seqs: &mut [SeqKv]| -> Result<()> {
-        seqs.iter_mut().for_each(|s| s.truncate(0));
+    let (mut pool, mut seqs) = KvPool::with_sequences(model.config(), &vec![(depth + n_prompt + n_gen).max(1); batch]);
+    let mut once = |pool: &mut KvPool, seqs: &mut [SeqKv]| -> Result<f64> {
+        // Untimed: every sequence's first `depth` positions.
+        for kv in seqs.iter_mut() {
+            kv.truncate(0);
+            if depth > 0 {
+                let tokens: Vec<u32> = (0..depth).map(|_| token()).collect();
+                model.forward(pool, &mut [SeqBatch { tokens: &tokens, kv, logits: Logits::Last, place: None }])?;
+            }
+        }
+        let start = Instant::now();
         if n_prompt > 0 {
             let tokens: Vec<u32> = (0..n_prompt).map(|_| token()).collect();
             model.forward(pool, &mut [SeqBatch { tokens: &tokens, kv: &mut seqs[0], logits: Logits::Last, place: None }])?;
@@ -152,16 +166,10 @@ fn run_test(model: &Model, n_prompt: usize, n_gen: usize, batch: usize, reps: us
                 seqs.iter_mut().zip(&tokens).map(|(kv, t)| SeqBatch { tokens: t, kv, logits: Logits::Last, place: None }).collect();
             model.forward(pool, &mut step)?;
         }
-        Ok(())
+        Ok(start.elapsed().as_secs_f64())
     };
     once(&mut pool, &mut seqs)?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        once(&mut pool, &mut seqs)?;
-        samples.push(start.elapsed().as_secs_f64());
-    }
-    Ok(samples)
+    (0..reps).map(|_| once(&mut pool, &mut seqs)).collect()
 }
 
 /// Bytes of weights a decoding step reads: every tensor except the token embedding table, which is read
