@@ -91,8 +91,46 @@ unsafe fn dot_lanes(k: *const f16, q: &[__m256], hd: usize) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps::<0b01>(t2, t2)))
 }
 
+/// Keys whose scores one pass of the per-key kernels takes: their dot products first (independent of
+/// each other), then the softmax's scalar steps (calls to `expf`, which would make the compiler keep the
+/// accumulator in memory across each), then the accumulator's updates, in registers.
+const KEYS_PER_PASS: usize = 32;
+
+/// The online softmax's running maximum and sum, stepped key by key as `attention::attend_f16` does.
+struct Softmax {
+    m: f32,
+    sum: f32,
+}
+
+impl Softmax {
+    fn new() -> Self {
+        Softmax { m: f32::NEG_INFINITY, sum: 0.0 }
+    }
+
+    /// For each score in order, the factor the accumulator is scaled by (`ms`: 1 unless the score is a new
+    /// maximum) and the value's weight (`vs`: 1 for a new maximum).
+    fn steps(&mut self, s: &[f32], ms: &mut [f32], vs: &mut [f32]) {
+        for ((&s, ms), vs) in s.iter().zip(ms).zip(vs) {
+            (*ms, *vs) = (1.0, 1.0);
+            if s > self.m {
+                *ms = (self.m - s).exp();
+                self.m = s;
+            } else {
+                *vs = (s - self.m).exp();
+            }
+            self.sum = self.sum.mul_add(*ms, *vs);
+        }
+    }
+
+    /// What the accumulator is multiplied by at the end.
+    fn inverse(&self) -> f32 {
+        if self.sum == 0.0 { 0.0 } else { 1.0 / self.sum }
+    }
+}
+
 /// Twin of `attention::attend_f16`, reading the keys and values in place from the cache: `runs` are
-/// runs of consecutive positions, each (positions, hd) of keys and of values, in position order.
+/// runs of consecutive positions, each (positions, hd) of keys and of values, in position order. A
+/// scale by `ms` = 1 is skipped: the accumulator holds f16 values, so it would change nothing.
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 64 up to 256.
@@ -109,33 +147,34 @@ pub(crate) unsafe fn attend_f16<'a>(q: &[f32], runs: impl Iterator<Item = (&'a [
         q16[i] = round16(unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * i)) });
     }
     let mut acc = [_mm256_setzero_ps(); MAX_HD / 8];
-    let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    let mut soft = Softmax::new();
+    let (mut s, mut ms, mut vs) = ([0.0f32; KEYS_PER_PASS], [0.0f32; KEYS_PER_PASS], [0.0f32; KEYS_PER_PASS]);
     for (keys, values) in runs {
         assert!(keys.len() == values.len() && keys.len().is_multiple_of(hd), "whole rows of keys and values");
-        for (kj, vj) in keys.chunks_exact(hd).zip(values.chunks_exact(hd)) {
-            // SAFETY: kj is one key of hd f16; the CPU features are this function's.
-            let s = unsafe { dot_lanes(kj.as_ptr(), &q16[..nv], hd) } * scale;
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            if s > m {
-                ms = (m - s).exp();
-                m = s;
-                let msv = _mm256_set1_ps(ms);
-                for a in acc.iter_mut().take(nv) {
-                    *a = round16(_mm256_mul_ps(*a, msv));
+        for (kp, vp) in keys.chunks(KEYS_PER_PASS * hd).zip(values.chunks(KEYS_PER_PASS * hd)) {
+            let n = kp.len() / hd;
+            for (s, kj) in s.iter_mut().zip(kp.chunks_exact(hd)) {
+                // SAFETY: kj is one key of hd f16; the CPU features are this function's.
+                *s = unsafe { dot_lanes(kj.as_ptr(), &q16[..nv], hd) } * scale;
+            }
+            soft.steps(&s[..n], &mut ms[..n], &mut vs[..n]);
+            for ((&ms, &vs), vj) in ms.iter().zip(&vs).zip(vp.chunks_exact(hd)) {
+                if ms != 1.0 {
+                    let msv = _mm256_set1_ps(ms);
+                    for a in acc.iter_mut().take(nv) {
+                        *a = round16(_mm256_mul_ps(*a, msv));
+                    }
                 }
-            } else {
-                vs = (s - m).exp();
+                let vsv = _mm256_set1_ps(vs);
+                for (i, a) in acc.iter_mut().enumerate().take(nv) {
+                    // SAFETY: eight f16 at 8i < hd, inside vj.
+                    let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vj.as_ptr().add(8 * i).cast()) });
+                    *a = round16(_mm256_fmadd_ps(v, vsv, *a));
+                }
             }
-            let vsv = _mm256_set1_ps(vs);
-            for (i, a) in acc.iter_mut().enumerate().take(nv) {
-                // SAFETY: eight f16 at 8i < hd, inside vj.
-                let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vj.as_ptr().add(8 * i).cast()) });
-                *a = round16(_mm256_fmadd_ps(v, vsv, *a));
-            }
-            sum = sum.mul_add(ms, vs);
         }
     }
-    let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+    let inv = _mm256_set1_ps(soft.inverse());
     for (i, a) in acc.iter().enumerate().take(nv) {
         // SAFETY: eight floats inside out (hd long).
         unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), _mm256_mul_ps(*a, inv)) };
