@@ -138,7 +138,8 @@ const TOKENS: usize = 8;
 
 /// Sixteen interleaved rows (`w`, one block per 32 columns) against the activation rows `tokens`:
 /// `out[i][r]` is row `r` against token `tokens.start + i`, bit-identical to
-/// [`super::scalar::dot_q4_0_q8_0_rows`].
+/// [`super::scalar::dot_q4_0_q8_0_rows`]. Meanwhile the bytes `ahead` are fetched into cache (see `Prefetch`);
+/// every kernel here takes them.
 ///
 /// # Safety
 /// Requires AVX-512 F/BW/VNNI (the VNNI tier's [`super::vnni::available`]).
