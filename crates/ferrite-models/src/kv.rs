@@ -122,18 +122,13 @@ impl KvPool {
     /// `blocks`, widened to f32 (exact): each (positions, head_dim).
     pub(crate) fn gather(&self, layer: usize, h: usize, blocks: &[u32], range: std::ops::Range<usize>) -> (Vec<f32>, Vec<f32>) {
         use half::slice::HalfFloatSliceExt;
-        let hd = self.head_dim;
-        let n = range.len() * hd;
+        let n = range.len() * self.head_dim;
         let (mut kf, mut vf) = (vec![0.0f32; n], vec![0.0f32; n]);
-        let mut p = range.start;
-        while p < range.end {
-            let (block, slot) = (blocks[p / BLOCK_SIZE], p % BLOCK_SIZE);
-            let take = (BLOCK_SIZE - slot).min(range.end - p);
-            let src = self.at(block, h, slot)..self.at(block, h, slot) + take * hd;
-            let dst = (p - range.start) * hd..(p - range.start + take) * hd;
-            self.k[layer][src.clone()].convert_to_f32_slice(&mut kf[dst.clone()]);
-            self.v[layer][src].convert_to_f32_slice(&mut vf[dst]);
-            p += take;
+        let mut at = 0;
+        for (k, v) in self.runs(layer, h, blocks, range) {
+            k.convert_to_f32_slice(&mut kf[at..at + k.len()]);
+            v.convert_to_f32_slice(&mut vf[at..at + v.len()]);
+            at += k.len();
         }
         (kf, vf)
     }

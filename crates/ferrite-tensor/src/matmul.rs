@@ -489,7 +489,8 @@ fn lanes_product<B: LanesX16 + bytemuck::Pod + Sync>(
 const EXPECT: &str = "interleaved only where the kernel set has the kernel";
 
 /// Runs `kernel` over every group of `blocks` (`nb` interleaved blocks each) and every run of tokens
-/// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks.
+/// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks. Each call
+/// also gets its share of the next tile's bytes, for the kernel to prefetch.
 fn groups_in_parallel<B: bytemuck::Pod + Sync>(
     blocks: &[B],
     nb: usize,

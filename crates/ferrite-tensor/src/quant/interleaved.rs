@@ -110,6 +110,18 @@ struct Prefetch {
 
 #[cfg(target_arch = "x86_64")]
 impl Prefetch {
+    /// A kernel's outputs in passes of at most `per_pass` tokens, each with its share of `ahead` spread
+    /// over `blocks` blocks.
+    fn passes<'o>(
+        out: &'o mut [[f32; 16]],
+        per_pass: usize,
+        ahead: &[u8],
+        blocks: usize,
+    ) -> impl Iterator<Item = (&'o mut [[f32; 16]], Prefetch)> {
+        let passes = out.len().div_ceil(per_pass);
+        out.chunks_mut(per_pass).enumerate().map(move |(p, chunk)| (chunk, Prefetch::pass(ahead, passes, p, blocks)))
+    }
+
     /// Pass `p`'s share of `ahead`, out of `passes` passes of `blocks` blocks each.
     fn pass(ahead: &[u8], passes: usize, p: usize, blocks: usize) -> Self {
         let share = ahead.len().div_ceil(passes.max(1)).next_multiple_of(64);
@@ -154,10 +166,7 @@ pub unsafe fn dot_q4_0x16_q8_0(w: &[BlockQ4_0x16], x: &QuantizedRows, tokens: st
     assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.sums.len() && tokens.end * nb <= x.d.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    let per_pass = TOKENS;
-    let passes = out.len().div_ceil(per_pass);
-    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
-        let pf = Prefetch::pass(ahead, passes, p, nb);
+    for (chunk, pf) in Prefetch::passes(out, TOKENS, ahead, nb) {
         // SAFETY: the asserts above keep blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match chunk.len() {
@@ -235,10 +244,7 @@ pub unsafe fn dot_q4kx16_q8k(
     assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.pairs.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    let per_pass = TOKENS_K;
-    let passes = out.len().div_ceil(per_pass);
-    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
-        let pf = Prefetch::pass(ahead, passes, p, nb);
+    for (chunk, pf) in Prefetch::passes(out, TOKENS_K, ahead, nb) {
         // SAFETY: the asserts above keep super-blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match (chunk.len(), by_64) {
@@ -442,10 +448,7 @@ pub unsafe fn dot_lanes_x16<B: LanesX16>(w: &[B], x: &QuantizedLanes, tokens: st
     assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    let per_pass = TOKENS_LANES;
-    let passes = out.len().div_ceil(per_pass);
-    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
-        let pf = Prefetch::pass(ahead, passes, p, nb);
+    for (chunk, pf) in Prefetch::passes(out, TOKENS_LANES, ahead, nb) {
         // SAFETY: the asserts above keep blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match chunk.len() {
@@ -579,10 +582,7 @@ pub unsafe fn dot_q6kx16_q8k(
     assert!(tokens.end * nb <= x.len(), "token range");
     assert_eq!(out.len(), tokens.len(), "outputs");
     let mut t = tokens.start;
-    let per_pass = if tiled { TOKENS_Q6K_TILED } else { TOKENS_Q6K_LANES };
-    let passes = out.len().div_ceil(per_pass);
-    for (p, chunk) in out.chunks_mut(per_pass).enumerate() {
-        let pf = Prefetch::pass(ahead, passes, p, nb);
+    for (chunk, pf) in Prefetch::passes(out, if tiled { TOKENS_Q6K_TILED } else { TOKENS_Q6K_LANES }, ahead, nb) {
         // SAFETY: the asserts above keep super-blocks t·nb .. (t + chunk.len())·nb inside x.
         unsafe {
             match (chunk.len(), tiled) {
