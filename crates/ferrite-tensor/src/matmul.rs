@@ -10,7 +10,9 @@
 //!    ([`par::for_each`]), and within each task walk a small tile of rows at a time, taking its dot
 //!    product with every token before moving on — so each weight byte is read from memory once per
 //!    call, whatever the number of tokens (decode is memory-bound). Four tokens share each weight
-//!    block's unpacking (and, where the CPU has the kernel, four rows each activation block's); a
+//!    block's unpacking (and, where the CPU has the kernel, four rows each activation block's); on
+//!    AVX2 without that kernel, the 32-element formats take eight tokens, with the activations' scales
+//!    widened to f32 once per call (a third fewer instructions per token than four at a time); a
 //!    token left alone pairs each row of the tile's first half with its twin in the second half, two
 //!    accumulation chains where one row alone waits on its own multiply-adds, in two sequential
 //!    streams the hardware prefetcher follows (adjacent rows, interleaved, defeat it). A lone token
@@ -345,6 +347,13 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], spans: &[TokenSpan], y: &mut [f32]) -
     let tile = (TILE_BYTES / wrb).clamp(1, 64);
     let per_task = units_per_task(rows, wrb, tile);
     let dtype = w.dtype;
+    // Eight tokens at a time where the kernel set has it, with the activations' scales widened once here.
+    let eights = n >= 8 && orders.iter().any(|&o| quant::has_dot8(kernels, o, dtype) && !quant::has_dot4x4(kernels, o, dtype));
+    let mut xd = Vec::new();
+    if eights {
+        quant::widen_scales(&xq, &mut xd);
+    }
+    let blocks_per_row = xd.len() / n;
 
     // Each task owns a run of rows and writes their outputs for all n tokens straight into y
     // ([token, row]); tasks own disjoint rows, so their writes never overlap.
@@ -386,6 +395,23 @@ pub fn matmul_seqs(w: &QMatrix, x: &[f32], spans: &[TokenSpan], y: &mut [f32]) -
             let t1 = (t0 + tile).min(nr);
             let mut t = 0;
             while t < n {
+                // Eight tokens with the same order share each weight block's unpacking.
+                if eights
+                    && t + 8 <= n
+                    && orders[t + 1..t + 8].iter().all(|&o| o == orders[t])
+                    && quant::has_dot8(kernels, orders[t], dtype)
+                {
+                    let xs = std::array::from_fn(|j| xt(t + j));
+                    let ds = std::array::from_fn(|j| &xd[(t + j) * blocks_per_row..][..blocks_per_row]);
+                    for r in t0..t1 {
+                        let v = quant::dot8_unchecked(kernels, orders[t], dtype, wr(r), xs, ds).expect("has_dot8");
+                        for (j, &x) in v.iter().enumerate() {
+                            put(r, t + j, x);
+                        }
+                    }
+                    t += 8;
+                    continue;
+                }
                 // Four tokens with the same order share each weight block's unpacking.
                 if t + 4 <= n && orders[t + 1..t + 4].iter().all(|&o| o == orders[t]) && quant::has_dot4(orders[t], dtype) {
                     let xs = [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)];
@@ -639,7 +665,15 @@ mod tests {
         let seqs = [3, 9, 1, 8];
         let n: usize = seqs.iter().sum();
         // Q4_K with 296 rows takes the row order, with 300 rows lanes or tiles by sequence length.
-        for (dtype, rows) in [(DType::Q4_0, 300), (DType::Q4K, 296), (DType::Q4K, 300), (DType::Q6K, 300), (DType::F16, 300)] {
+        for (dtype, rows) in [
+            (DType::Q4_0, 300),
+            (DType::Q5_0, 300),
+            (DType::Q8_0, 300),
+            (DType::Q4K, 296),
+            (DType::Q4K, 300),
+            (DType::Q6K, 300),
+            (DType::F16, 300),
+        ] {
             let cols = 1024;
             let w = random_matrix(dtype, rows, cols, &mut rng);
             let x = rng.activations(n * cols);

@@ -475,6 +475,67 @@ pub unsafe fn vec_dot_q8_0_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f3
     [hsum_ps(acc[0]), hsum_ps(acc[1]), hsum_ps(acc[2]), hsum_ps(acc[3])]
 }
 
+// Eight activation rows against one weight row, for batches (decoding several sequences, prompts): the
+// weight block is unpacked once for eight tokens instead of four, and the activations' scales come
+// already widened to f32 (`yd[t][b]`, once per matmul, not once per row). The arithmetic per token is
+// the single-row kernel's, so every result is bit-identical to it: `f16_x8(w.d)·yd` is the same
+// product as `f16_product(w.d, y.d)` (both conversions are exact).
+
+macro_rules! lanes_x8 {
+    ($x:expr, $y:expr, $yd:expr, |$bx:ident| $unpack:expr) => {{
+        let (x, y, yd) = ($x, $y, $yd);
+        assert!(y.iter().zip(yd.iter()).all(|(y, d)| y.len() >= x.len() && d.len() >= x.len()), "eight activation rows");
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (b, $bx) in x.iter().enumerate() {
+            let qx = $unpack;
+            // |q| and the signs, for maddubs (unsigned × signed) as in dot_i8_i8.
+            let ax = _mm256_sign_epi8(qx, qx);
+            let wd = f16_x8($bx.d);
+            for t in 0..8 {
+                // SAFETY: b < x.len() <= the lengths checked above.
+                let (by, ad) = unsafe { (y[t].get_unchecked(b), *yd[t].get_unchecked(b)) };
+                let d = _mm256_mul_ps(wd, _mm256_set1_ps(ad));
+                let p = dot_u8_i8(ax, _mm256_sign_epi8(load_i8x32(&by.qs), qx));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t]);
+            }
+        }
+        acc.map(|a| hsum_ps(a))
+    }};
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+///
+/// # Panics
+/// If a row of `y` or `yd` is shorter than `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_0_q8_0_x8(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 8], yd: [&[f32]; 8]) -> [f32; 8] {
+    lanes_x8!(x, y, yd, |bx| _mm256_sub_epi8(nibbles(&bx.qs), _mm256_set1_epi8(8)))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+///
+/// # Panics
+/// If a row of `y` or `yd` is shorter than `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0_x8(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 8], yd: [&[f32]; 8]) -> [f32; 8] {
+    lanes_x8!(x, y, yd, |bx| _mm256_or_si256(
+        nibbles(&bx.qs),
+        _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(bx.qh)), _mm256_set1_epi8(0xF0u8 as i8))
+    ))
+}
+
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+///
+/// # Panics
+/// If a row of `y` or `yd` is shorter than `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q8_0_q8_0_x8(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 8], yd: [&[f32]; 8]) -> [f32; 8] {
+    lanes_x8!(x, y, yd, |bx| load_i8x32(&bx.qs))
+}
+
 // ---------------------------------------------------------------------------------------------------
 // K-quant super-blocks × Q8_K. Per super-block: an i32×8 integer sum, scaled once by `d`; mins go
 // through `bsums` into a second float accumulator.

@@ -250,6 +250,51 @@ pub(crate) fn has_dot4x4(k: &Kernels, order: Accumulation, weight: DType) -> boo
         }
 }
 
+/// Eight outputs of one weight row against eight `Q8_0` activation rows whose block scales are also
+/// given as f32 (`xd[t][b]`, see [`widen_scales`]), bit-identical to eight [`dot_in_unchecked`] calls in
+/// the `Lanes` order; `None` where the kernel set has no such kernel.
+#[inline]
+pub(crate) fn dot8_unchecked(
+    k: &Kernels,
+    order: Accumulation,
+    weight: DType,
+    w: &[u8],
+    x: [&[u8]; 8],
+    xd: [&[f32]; 8],
+) -> Option<[f32; 8]> {
+    use DType::*;
+    if order != Accumulation::Lanes {
+        return None;
+    }
+    // SAFETY: as in `dot_unchecked`; the kernels check that the activation rows are long enough.
+    unsafe {
+        match weight {
+            Q4_0 => k.q4_0_x8.map(|f| f(as_blocks(w), x.map(as_blocks), xd)),
+            Q5_0 => k.q5_0_x8.map(|f| f(as_blocks(w), x.map(as_blocks), xd)),
+            Q8_0 => k.q8_0_x8.map(|f| f(as_blocks(w), x.map(as_blocks), xd)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether [`dot8_unchecked`] has a kernel (so a caller can take tokens in eights).
+pub(crate) fn has_dot8(k: &Kernels, order: Accumulation, weight: DType) -> bool {
+    use DType::*;
+    order == Accumulation::Lanes
+        && match weight {
+            Q4_0 => k.q4_0_x8.is_some(),
+            Q5_0 => k.q5_0_x8.is_some(),
+            Q8_0 => k.q8_0_x8.is_some(),
+            _ => false,
+        }
+}
+
+/// The f32 scales of `Q8_0` activation rows (`bytes`, whole blocks), block by block, for [`dot8_unchecked`].
+pub(crate) fn widen_scales(bytes: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(as_blocks::<BlockQ8_0>(bytes).iter().map(|b| { b.d }.to_f32()));
+}
+
 /// Two weight rows against one activation row (`out[row]`), bit-identical to two [`dot_in_unchecked`]
 /// calls in `order`; `None` where the kernel set has no such kernel. Pass rows far apart: two
 /// interleaved streams inside the same pages defeat the hardware prefetcher, two sequential ones not.
@@ -332,6 +377,7 @@ type Dot<W, A> = unsafe fn(&[W], &[A]) -> f32;
 type Dot4<W, A> = unsafe fn(&[W], [&[A]; 4]) -> [f32; 4];
 type DotR2<W, A> = Option<unsafe fn([&[W]; 2], &[A]) -> [f32; 2]>;
 type Dot4x4<W, A> = Option<unsafe fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4]>;
+type Dot8<W> = Option<unsafe fn(&[W], [&[BlockQ8_0]; 8], [&[f32]; 8]) -> [f32; 8]>;
 type DotPlain = unsafe fn(&[u8], &[u8], usize) -> f32;
 type Quant<B> = unsafe fn(&[f32], &mut [B]);
 /// Sixteen interleaved rows against a range of activation rows (see [`interleaved`]), fetching the
@@ -383,6 +429,9 @@ pub(crate) struct Kernels {
     q4_0_4x4: Dot4x4<BlockQ4_0, BlockQ8_0>,
     q5_0_4x4: Dot4x4<BlockQ5_0, BlockQ8_0>,
     q8_0_4x4: Dot4x4<BlockQ8_0, BlockQ8_0>,
+    q4_0_x8: Dot8<BlockQ4_0>,
+    q5_0_x8: Dot8<BlockQ5_0>,
+    q8_0_x8: Dot8<BlockQ8_0>,
     q4k_tiled: Dot<BlockQ4K, BlockQ8K>,
     q5k_tiled: Dot<BlockQ5K, BlockQ8K>,
     q6k_tiled: Dot<BlockQ6K, BlockQ8K>,
@@ -429,6 +478,9 @@ static SCALAR: Kernels = Kernels {
     q4_0_4x4: None,
     q5_0_4x4: None,
     q8_0_4x4: None,
+    q4_0_x8: None,
+    q5_0_x8: None,
+    q8_0_x8: None,
     q4k_tiled: scalar::dot_q4k_q8k_tiled,
     q5k_tiled: scalar::dot_q5k_q8k_tiled,
     q6k_tiled: scalar::dot_q6k_q8k_tiled,
@@ -476,6 +528,9 @@ static AVX2: Kernels = Kernels {
     q4_0_4x4: None,
     q5_0_4x4: None,
     q8_0_4x4: None,
+    q4_0_x8: Some(avx2::vec_dot_q4_0_q8_0_x8),
+    q5_0_x8: Some(avx2::vec_dot_q5_0_q8_0_x8),
+    q8_0_x8: Some(avx2::vec_dot_q8_0_q8_0_x8),
     q4k_tiled: avx2::dot_q4k_q8k_tiled,
     q5k_tiled: avx2::dot_q5k_q8k_tiled,
     q6k_tiled: avx2::dot_q6k_q8k_tiled,

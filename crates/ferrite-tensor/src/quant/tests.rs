@@ -166,6 +166,69 @@ fn four_token_kernels_equal_four_single_calls() {
     }
 }
 
+/// The eight-token kernels (activation scales given as f32) equal eight single calls of their own tier
+/// and of the scalar tier, bit for bit, including activations at the extremes (every quant ±127).
+#[test]
+fn eight_token_kernels_equal_eight_single_calls() {
+    let mut rng = Rng::new(9);
+    let mut checked = 0;
+    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0] {
+        for &n in lengths(dtype) {
+            let w = random_weight_row(dtype, n, &mut rng);
+            let xs: Vec<Vec<u8>> = (0..8)
+                .map(|t| {
+                    let mut x = act_row(dtype, &rng.activations(n));
+                    if t == 3 {
+                        for (i, b) in x.iter_mut().enumerate() {
+                            if i % 34 >= 2 {
+                                *b = if i % 3 == 0 { 0x81 } else { 0x7f };
+                            }
+                        }
+                    }
+                    x
+                })
+                .collect();
+            let ds: Vec<Vec<f32>> = xs
+                .iter()
+                .map(|x| {
+                    let mut d = Vec::new();
+                    widen_scales(x, &mut d);
+                    d
+                })
+                .collect();
+            for k in tiers() {
+                let Some(eight) = dot8_unchecked(
+                    k,
+                    Accumulation::Lanes,
+                    dtype,
+                    &w,
+                    std::array::from_fn(|t| &xs[t][..]),
+                    std::array::from_fn(|t| &ds[t][..]),
+                ) else {
+                    assert!(!has_dot8(k, Accumulation::Lanes, dtype));
+                    continue;
+                };
+                assert!(has_dot8(k, Accumulation::Lanes, dtype));
+                for (t, x) in xs.iter().enumerate() {
+                    for base in [k, &SCALAR] {
+                        let one = dot_in_unchecked(base, Accumulation::Lanes, dtype, &w, x, n);
+                        assert_eq!(
+                            eight[t].to_bits(),
+                            one.to_bits(),
+                            "{dtype} {} vs {} n={n} token {t}: {} vs {one}",
+                            k.tier,
+                            base.tier,
+                            eight[t]
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    println!("eight_token_kernels_equal_eight_single_calls: {checked} kernel cases checked");
+}
+
 /// The two-row kernels equal two single calls, in every tier that has them.
 #[test]
 fn two_row_kernels_equal_two_single_calls() {
