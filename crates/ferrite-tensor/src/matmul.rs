@@ -19,14 +19,17 @@
 //!    (decode) takes the whole task as one such pair of halves.
 //!
 //! A matrix repacked at load ([`QMatrix::interleave`]: `Q4_0`, `Q4_K`, `Q5_0`, `Q8_0` and `Q6_K` on
-//! AVX-512 VNNI) takes step 2 differently: sixteen rows sit side by side, one per 32-bit lane, so a task
+//! AVX-512 VNNI, `Q5_0` on AVX2) takes step 2 differently: sixteen rows sit side by side, one per 32-bit lane, so a task
 //! walks its groups of sixteen rows as one stream and runs of up to 8 (`Q4_0`), 6 (`Q6_K` prompts), 4
 //! (`Q4_K`) or 2 (`Q5_0`, `Q8_0` and `Q6_K` decoding, whose eight `vec_dot` lanes take eight registers a
 //! token) tokens share each group's unpacking, with nothing reduced across lanes
 //! ([`quant::interleaved`]). With more tokens than one pass takes (batched decoding), each group's
 //! weights are read once from memory and again from cache, and the kernels fetch the next tile's
 //! weights while they compute, so the wait on memory overlaps the arithmetic (8 decoding sequences of
-//! Qwen2.5-0.5B: ~25% faster steps).
+//! Qwen2.5-0.5B: ~25% faster steps). On AVX2, `Q5_0` groups take a token a pass, eight rows at a
+//! time; a call with two tokens or more first widens each tile's fifth bits into bytes
+//! ([`quant::WideQ5_0x16`], a buffer of the task's), so its passes load the weights instead of
+//! unpacking them again.
 //!
 //! Each output is one dot product in the accumulation order ggml would use for this matrix and the
 //! batch its sequence's tokens belong to ([`accumulation`], [`TokenSpan`]), so results do not depend on
@@ -462,7 +465,7 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
             block_sums(q, &mut sums, &mut d);
             let x = QuantizedRows { q, sums: &sums, d: &d, blocks: nb };
             // SAFETY: the kernel set has this kernel only where the CPU has its features.
-            groups_in_parallel(blocks, nb, w.rows, orders, MOST_TOKENS, y, |g, tokens, _, out, ahead| unsafe {
+            groups_in_parallel(blocks, nb, w.rows, orders, MOST_TOKENS, y, as_stored, |g, tokens, _, out, ahead| unsafe {
                 dot(g, &x, tokens, out, ahead)
             });
         }
@@ -473,18 +476,27 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
             pair_sums(q, &mut pairs);
             let x = QuantizedRowsK { q, pairs: &pairs, blocks: nb };
             // SAFETY: as above.
-            groups_in_parallel(blocks, nb, w.rows, orders, 4, y, |g, tokens, order, out, ahead| unsafe {
+            groups_in_parallel(blocks, nb, w.rows, orders, 4, y, as_stored, |g, tokens, order, out, ahead| unsafe {
                 dot(g, &x, tokens, order == Accumulation::RowsBy64, out, ahead)
             });
         }
-        Interleaved::Q5_0(blocks) => lanes_product(kernels.q5_0x16, blocks, nb, w.rows, xq, orders, y),
-        Interleaved::Q8_0(blocks) => lanes_product(kernels.q8_0x16, blocks, nb, w.rows, xq, orders, y),
+        Interleaved::Q5_0(blocks) => match kernels.q5_0x16_wide {
+            // SAFETY: the kernel set has the widening only where the CPU has its features.
+            Some((widen, dot)) if orders.len() >= WIDEN_FROM => {
+                lanes_product(Some(dot), blocks, nb, w.rows, xq, orders, y, |tile, wide| {
+                    unsafe { widen(tile, wide) };
+                    wide
+                })
+            }
+            _ => lanes_product(kernels.q5_0x16, blocks, nb, w.rows, xq, orders, y, as_stored),
+        },
+        Interleaved::Q8_0(blocks) => lanes_product(kernels.q8_0x16, blocks, nb, w.rows, xq, orders, y, as_stored),
         Interleaved::Q6K(blocks) => {
             let dot = kernels.q6kx16.expect(EXPECT);
             let q: &[BlockQ8K] = bytemuck::cast_slice(xq);
             debug_assert!(orders.iter().all(|&o| matches!(o, Accumulation::Tiled | Accumulation::Lanes)), "Q6_K takes Tiled or Lanes");
             // SAFETY: as above.
-            groups_in_parallel(blocks, nb, w.rows, orders, 6, y, |g, tokens, order, out, ahead| unsafe {
+            groups_in_parallel(blocks, nb, w.rows, orders, 6, y, as_stored, |g, tokens, order, out, ahead| unsafe {
                 dot(g, q, nb, tokens, order == Accumulation::Tiled, out, ahead)
             });
         }
@@ -492,39 +504,57 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
 }
 
 /// [`interleaved_product`] for the formats that keep `vec_dot`'s lanes.
-fn lanes_product<B: LanesX16 + bytemuck::Pod + Sync>(
-    dot: quant::DotLanesX16<B>,
+#[allow(clippy::too_many_arguments)]
+fn lanes_product<B: bytemuck::Pod + Sync, W: LanesX16 + bytemuck::Pod + Send + Sync>(
+    dot: quant::DotLanesX16<W>,
     blocks: &[B],
     nb: usize,
     rows: usize,
     xq: &[u8],
     orders: &[Accumulation],
     y: &mut [f32],
+    prepare: impl for<'t> Fn(&'t [B], &'t mut Vec<W>) -> &'t [W] + Sync,
 ) {
     debug_assert!(orders.iter().all(|&o| o == Accumulation::Lanes), "these formats only take vec_dot's lanes");
     let dot = dot.expect(EXPECT);
     let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
     let (mut starts, mut d) = (Vec::new(), Vec::new());
-    lane_starts(q, B::OFFSET, &mut starts, &mut d);
+    lane_starts(q, W::OFFSET, &mut starts, &mut d);
     let x = QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
-    // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for B.
-    groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, |g, tokens, _, out, ahead| unsafe { dot(g, &x, tokens, out, ahead) });
+    // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for W.
+    groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, prepare, |g, tokens, _, out, ahead| unsafe {
+        dot(g, &x, tokens, out, ahead)
+    });
 }
 
 /// Why an interleaved matrix's kernel is there: matrices are repacked only where the kernel set has it.
 const EXPECT: &str = "interleaved only where the kernel set has the kernel";
 
+/// A tile of interleaved blocks read by its kernel as stored (see [`groups_in_parallel`]'s `prepare`).
+fn as_stored<'t, B>(tile: &'t [B], _: &'t mut Vec<B>) -> &'t [B] {
+    tile
+}
+
+/// From how many tokens a `Q5_0` matmul widens its weights ([`quant::WideQ5_0x16`]) once per tile
+/// instead of merging their fifth bits again for every token (AVX2, where a token takes a pass): the
+/// widening costs about what one pass's unpacking does.
+const WIDEN_FROM: usize = 2;
+
 /// Runs `kernel` over every group of `blocks` (`nb` interleaved blocks each) and every run of tokens
-/// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks. Each call
-/// also gets its share of the next tile's bytes, for the kernel to prefetch.
-fn groups_in_parallel<B: bytemuck::Pod + Sync>(
+/// with one order (at most `most` long), writing `y` (`[token, row]`); groups split into tasks, and
+/// tasks into tiles of groups, each turned by `prepare` into what the kernel reads (as stored, or
+/// widened once for all of the tile's runs, in a buffer of the task's). Each call also gets its share of
+/// the next tile's bytes, for the kernel to prefetch.
+#[allow(clippy::too_many_arguments)]
+fn groups_in_parallel<B: bytemuck::Pod + Sync, W: bytemuck::Pod + Send>(
     blocks: &[B],
     nb: usize,
     rows: usize,
     orders: &[Accumulation],
     most: usize,
     y: &mut [f32],
-    kernel: impl Fn(&[B], std::ops::Range<usize>, Accumulation, &mut [[f32; GROUP]], &[u8]) + Sync,
+    prepare: impl for<'t> Fn(&'t [B], &'t mut Vec<W>) -> &'t [W] + Sync,
+    kernel: impl Fn(&[W], std::ops::Range<usize>, Accumulation, &mut [[f32; GROUP]], &[u8]) + Sync,
 ) {
     assert!(most <= MOST_TOKENS, "runs of at most {MOST_TOKENS} tokens");
     let n = orders.len();
@@ -544,8 +574,10 @@ fn groups_in_parallel<B: bytemuck::Pod + Sync>(
     par::for_each(groups.div_ceil(per_task), |task| {
         let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
         let mut out = [[0.0f32; GROUP]; MOST_TOKENS];
+        let mut scratch = Vec::new();
         for t0 in (g0..g1).step_by(tile) {
             let t1 = (t0 + tile).min(g1);
+            let read = prepare(&blocks[t0 * nb..t1 * nb], &mut scratch);
             // Where the weights are read more than once (several runs, or a kernel that takes its run
             // in passes), the first read waits on memory and the others on arithmetic: the kernels fetch
             // the next tile's weights meanwhile, a share per call.
@@ -558,7 +590,7 @@ fn groups_in_parallel<B: bytemuck::Pod + Sync>(
                 for g in t0..t1 {
                     let ahead = &next[fetched..(fetched + share).min(next.len())];
                     fetched += ahead.len();
-                    kernel(&blocks[g * nb..][..nb], run.clone(), orders[run.start], out, ahead);
+                    kernel(&read[(g - t0) * nb..][..nb], run.clone(), orders[run.start], out, ahead);
                     for (i, o) in out.iter().enumerate() {
                         // SAFETY: token run.start + i < n and rows g·16 .. g·16 + 16 <= rows stay inside y
                         // (n × rows); this task alone writes group g's rows.

@@ -277,6 +277,33 @@ impl BlockQ5_0x16 {
     }
 }
 
+/// A [`BlockQ5_0x16`] with its fifth bits merged in: one byte per value (`q + 16`), laid out as
+/// [`BlockQ8_0x16`]'s `qs` (bytes `4r..4r+4` of the `l`-th 64 bytes are row `r`'s elements `4l..4l+4`).
+/// Not a storage format: the form a matmul with many tokens widens a tile of weights into once, so
+/// that its passes over the tile load values instead of merging bits again each pass.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct WideQ5_0x16 {
+    pub d: [f16; 16],
+    pub qs: [u8; 512],
+}
+
+impl WideQ5_0x16 {
+    /// The scalar widening (the AVX-512 one's twin).
+    pub fn widen(b: &BlockQ5_0x16) -> Self {
+        let mut out = WideQ5_0x16 { d: b.d, qs: [0; 512] };
+        for r in 0..INTERLEAVED_ROWS {
+            let row = b.unpack(r);
+            let high = u32::from_le_bytes(row.qh);
+            for e in 0..QK {
+                let nibble = if e < QK / 2 { row.qs[e] & 0x0F } else { row.qs[e - QK / 2] >> 4 };
+                out.qs[64 * (e / 4) + 4 * r + e % 4] = nibble | ((high >> e & 1) as u8) << 4;
+            }
+        }
+        out
+    }
+}
+
 /// Sixteen `Q8_0` rows' blocks at the same column, interleaved so that a 512-bit register holds one
 /// 32-bit lane per row: bytes `4r..4r+4` of the `l`-th 64 bytes of `qs` are row `r`'s elements
 /// `4l..4l+4`, stored unsigned as `q + 128` (the sign bit flipped, ready for `vpdpbusd`).
@@ -409,6 +436,7 @@ const _: () = assert!(size_of::<BlockQ4_0x16>() == 16 * DType::Q4_0.type_size())
 const _: () = assert!(size_of::<BlockQ4Kx16>() == 16 * DType::Q4K.type_size() + 64);
 const _: () = assert!(size_of::<BlockQ5_0x16>() == 16 * DType::Q5_0.type_size());
 const _: () = assert!(size_of::<BlockQ8_0x16>() == 16 * DType::Q8_0.type_size());
+const _: () = assert!(size_of::<WideQ5_0x16>() == size_of::<BlockQ8_0x16>());
 const _: () = assert!(size_of::<BlockQ6Kx16>() == 16 * DType::Q6K.type_size());
 
 /// Views `bytes` as blocks, dropping a trailing partial block (callers check lengths first).

@@ -33,11 +33,14 @@
 //! the scale and accumulates. Values enter unsigned (`q + 32`); the offset comes off per lane as ggml's
 //! does, `32·scale·bsum` of the lane's two sub-blocks ([`super::scalar::dot_q6kx16_q8k`] is the scalar
 //! twin). A block's bytes lie in the order these kernels read them, so it is one stream.
+//!
+//! On AVX2 without AVX-512, `Q5_0` keeps the same sixteen-row blocks and takes them as two halves of
+//! eight rows (see the AVX2 section at the end): `vpmaddubsw` and `vpmaddwd` stand in for `vpdpbusd`.
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
-use super::blocks::{BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8K};
+use super::blocks::{BlockQ4_0x16, BlockQ4Kx16, BlockQ5_0x16, BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8K, WideQ5_0x16};
 
 /// Activation rows quantized to `Q8_0` with what the interleaved kernels need per block besides the
 /// quants: `sums[i] = Σ q` and `d[i]` as f32, for block `i = token · blocks + b`.
@@ -425,6 +428,26 @@ impl LanesX16 for BlockQ5_0x16 {
     }
 }
 
+impl LanesX16 for WideQ5_0x16 {
+    const OFFSET: i32 = 16;
+
+    fn scales(&self) -> [half::f16; 16] {
+        self.d
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn unpack(&self) -> [__m512i; 8] {
+        let mut w = [_mm512_setzero_si512(); 8];
+        for (l, w) in w.iter_mut().enumerate() {
+            // SAFETY: qs is 512 bytes, read in place; widened already.
+            *w = unsafe { _mm512_loadu_si512(self.qs.as_ptr().add(64 * l).cast()) };
+        }
+        w
+    }
+}
+
 /// Most tokens one pass of a [`LanesX16`] kernel serves: eight accumulators each, besides the eight
 /// weight registers. (Measured: three tokens a pass with the weights reloaded per lane, or `Q5_0`
 /// unpacked once per run into a buffer, were both slower.)
@@ -702,5 +725,175 @@ unsafe fn q6kx16_lanes<const T: usize>(w: &[BlockQ6Kx16], x: &[BlockQ8K], nb: us
     for (o, a) in out.iter_mut().zip(acc) {
         // SAFETY: 16 floats.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), hsum_lanes(a)) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// AVX2 without AVX-512: the same sixteen-row `Q5_0` blocks as two halves of eight rows, one row per
+// 32-bit lane of a 256-bit register. Without `vpdpbusd`, a lane's four products take `vpmaddubsw`
+// (weights unsigned as stored, q + 16 ≤ 31, so its pairs never saturate against activations within
+// ±127) and `vpmaddwd` against ones; the offset comes off with the lane's start ([`QuantizedLanes`]),
+// so each lane's integer is `vec_dot`'s exactly. Per block and token one `vmulps` gives the eight
+// rows' `d_w·d_a`, shared by the eight lanes: five instructions per lane and eight rows, where
+// `vec_dot`'s layout needs six per row (the sign trick and its own scale product).
+
+/// Lane `l` of rows `8h..8h+8` of an interleaved `Q5_0` block, unpacked: bytes `4r..4r+4` are row
+/// `8h + r`'s values `q + 16` of elements `4l..4l+4`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q5_0_half_lane(b: &BlockQ5_0x16, h: usize, l: usize) -> __m256i {
+    // SAFETY: 32 bytes at 64·(l % 4) + 32·h of 256 (h < 2, l < 8), read in place.
+    let raw = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(64 * (l % 4) + 32 * h).cast()) };
+    let nibbles = _mm256_and_si256(if l < 4 { raw } else { _mm256_srli_epi16::<4>(raw) }, _mm256_set1_epi8(0x0F));
+    let q = b.qh[l];
+    let bits = u32::from_le_bytes([q[4 * h], q[4 * h + 1], q[4 * h + 2], q[4 * h + 3]]);
+    _mm256_or_si256(nibbles, _mm256_and_si256(super::avx2::bits_to_bytes(bits), _mm256_set1_epi8(0x10)))
+}
+
+/// The eight `vec_dot` lane registers of eight rows summed in `hsum_float_8`'s tree, one row per lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_lanes8(a: [__m256; 8]) -> __m256 {
+    let s = [_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[2], a[6]), _mm256_add_ps(a[3], a[7])];
+    _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]))
+}
+
+/// One token against eight rows (half `h` of each block of `w`), `lane(b, l)` giving the weights of
+/// lane `l` of block `b`: `vec_dot`'s lanes, summed.
+///
+/// # Safety
+/// AVX2, FMA, F16C; blocks `t·nb .. (t + 1)·nb` exist in `x`, `w.len() == nb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn lanes_half<W>(
+    w: &[W],
+    scales: impl Fn(&W) -> [half::f16; 16],
+    lane: impl Fn(&W, usize) -> __m256i,
+    x: &QuantizedLanes,
+    t: usize,
+    h: usize,
+    mut pf: Prefetch,
+) -> __m256 {
+    let nb = x.blocks;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (b, wb) in w.iter().enumerate() {
+        pf.step();
+        let i = t * nb + b;
+        // SAFETY: block i exists (the caller's contract); its 32 quants are read as 8 words.
+        let (q, starts, da) = unsafe { (x.q.get_unchecked(i).qs.as_ptr().cast::<i32>(), x.starts.get_unchecked(i), *x.d.get_unchecked(i)) };
+        let sc = scales(wb);
+        // SAFETY: 8 f16 of the 16 on the stack.
+        let dw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(sc.as_ptr().add(8 * h).cast()) });
+        let d = _mm256_mul_ps(dw, _mm256_set1_ps(da));
+        for (l, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: word l of the block's 8.
+            let a = _mm256_set1_epi32(unsafe { q.add(l).read_unaligned() });
+            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(lane(wb, l), a), ones);
+            let s = _mm256_add_epi32(s, _mm256_set1_epi32(starts[l]));
+            *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *acc);
+        }
+    }
+    hsum_lanes8(acc)
+}
+
+/// [`dot_lanes_x16`] for `Q5_0` on AVX2: sixteen interleaved rows against the activation rows `tokens`,
+/// bit-identical to [`super::scalar::vec_dot_q5_0_q8_0`] per row. Each token and half unpacks the
+/// weights again, so runs of more than one token are better served widened ([`widen_q5_0x16_avx2`],
+/// [`dot_wide_q5_0x16_avx2`]).
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C; `x.starts` were made for offset 16.
+///
+/// # Panics
+/// As [`dot_q4_0x16_q8_0`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0x16_avx2(
+    w: &[BlockQ5_0x16],
+    x: &QuantizedLanes,
+    tokens: std::ops::Range<usize>,
+    out: &mut [[f32; 16]],
+    ahead: &[u8],
+) {
+    let nb = x.blocks;
+    assert_eq!(w.len(), nb, "interleaved blocks");
+    assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
+    assert_eq!(out.len(), tokens.len(), "outputs");
+    let passes = 2 * out.len();
+    for (i, o) in out.iter_mut().enumerate() {
+        for h in 0..2 {
+            let pf = Prefetch::pass(ahead, passes, 2 * i + h, nb);
+            // SAFETY: the asserts above keep token tokens.start + i's blocks inside x.
+            let v = unsafe { lanes_half(w, |b| b.d, |b, l| q5_0_half_lane(b, h, l), x, tokens.start + i, h, pf) };
+            // SAFETY: 8 floats at 8·h of 16.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v) };
+        }
+    }
+}
+
+/// `src` widened ([`WideQ5_0x16`]) into `dst`, which it replaces; bit-identical to
+/// [`WideQ5_0x16::widen`] block by block.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn widen_q5_0x16_avx2(src: &[BlockQ5_0x16], dst: &mut Vec<WideQ5_0x16>) {
+    dst.clear();
+    dst.reserve(src.len());
+    // Written in place (a block built on the stack and moved in costs a copy as large as the work).
+    for (b, slot) in src.iter().zip(dst.spare_capacity_mut()) {
+        let out = slot.as_mut_ptr();
+        // SAFETY: `out` points at capacity for one block; every one of its 544 bytes is written below
+        // (`d`, then `qs` in sixteen runs of 32), unaligned (the type is packed).
+        unsafe {
+            std::ptr::addr_of_mut!((*out).d).write_unaligned(b.d);
+            let qs = std::ptr::addr_of_mut!((*out).qs).cast::<u8>();
+            for l in 0..8 {
+                for h in 0..2 {
+                    _mm256_storeu_si256(qs.add(64 * l + 32 * h).cast(), q5_0_half_lane(b, h, l));
+                }
+            }
+        }
+    }
+    // SAFETY: the first src.len() blocks were all written above.
+    unsafe { dst.set_len(src.len()) };
+}
+
+/// [`dot_q5_0x16_avx2`] over widened blocks: the weights are loaded, not unpacked, for every token.
+///
+/// # Safety
+/// As [`dot_q5_0x16_avx2`].
+///
+/// # Panics
+/// As [`dot_q4_0x16_q8_0`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_wide_q5_0x16_avx2(
+    w: &[WideQ5_0x16],
+    x: &QuantizedLanes,
+    tokens: std::ops::Range<usize>,
+    out: &mut [[f32; 16]],
+    ahead: &[u8],
+) {
+    let nb = x.blocks;
+    assert_eq!(w.len(), nb, "interleaved blocks");
+    assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
+    assert_eq!(out.len(), tokens.len(), "outputs");
+    let passes = 2 * out.len();
+    for (i, o) in out.iter_mut().enumerate() {
+        for h in 0..2 {
+            let pf = Prefetch::pass(ahead, passes, 2 * i + h, nb);
+            // SAFETY: 32 bytes at 64·l + 32·h of 512, read in place.
+            let lane = |b: &WideQ5_0x16, l: usize| unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(64 * l + 32 * h).cast()) };
+            // SAFETY: as in dot_q5_0x16_avx2.
+            let v = unsafe { lanes_half(w, |b| b.d, lane, x, tokens.start + i, h, pf) };
+            // SAFETY: 8 floats at 8·h of 16.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v) };
+        }
     }
 }

@@ -49,7 +49,7 @@ pub use accumulate::{Accumulation, accumulation};
 use blocks::*;
 pub use blocks::{
     BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_0x16, BlockQ4_1, BlockQ4K, BlockQ4Kx16, BlockQ5_0, BlockQ5_0x16, BlockQ5_1, BlockQ5K, BlockQ6K,
-    BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS,
+    BlockQ6Kx16, BlockQ8_0, BlockQ8_0x16, BlockQ8_1, BlockQ8K, INTERLEAVED_ROWS, WideQ5_0x16,
 };
 
 /// The activation format a row of `weight` is multiplied with (ggml's `vec_dot_type`).
@@ -389,7 +389,10 @@ pub(crate) type DotX16K<W> = Option<unsafe fn(&[W], &interleaved::QuantizedRowsK
 /// `vec_dot`'s lanes.
 pub(crate) type DotX16Q6K = Option<unsafe fn(&[BlockQ6Kx16], &[BlockQ8K], usize, std::ops::Range<usize>, bool, &mut [[f32; 16]], &[u8])>;
 /// The same for the formats that keep `vec_dot`'s lanes (see [`interleaved::LanesX16`]).
-pub(crate) type DotLanesX16<W> = Option<unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]], &[u8])>;
+pub(crate) type DotLanesX16<W> = Option<LanesFn<W>>;
+pub(crate) type LanesFn<W> = unsafe fn(&[W], &interleaved::QuantizedLanes, std::ops::Range<usize>, &mut [[f32; 16]], &[u8]);
+/// [`interleaved::widen_q5_0x16_avx2`].
+pub(crate) type WidenQ5_0x16 = unsafe fn(&[BlockQ5_0x16], &mut Vec<WideQ5_0x16>);
 
 /// One complete set of kernels. Function pointers are `unsafe fn` because the SIMD ones may only be
 /// called on a CPU with their features; a `Kernels` is only ever built for the CPU it runs on.
@@ -411,6 +414,8 @@ pub(crate) struct Kernels {
     pub(crate) q4kx16: DotX16K<BlockQ4Kx16>,
     pub(crate) q5_0x16: DotLanesX16<BlockQ5_0x16>,
     pub(crate) q8_0x16: DotLanesX16<BlockQ8_0x16>,
+    /// `Q5_0` widened for many tokens: the widening and the kernel over its blocks.
+    pub(crate) q5_0x16_wide: Option<(WidenQ5_0x16, LanesFn<WideQ5_0x16>)>,
     pub(crate) q6kx16: DotX16Q6K,
     q4k_rows_by_64: Dot<BlockQ4K, BlockQ8K>,
     q4k_rows_by_64_x4: Dot4<BlockQ4K, BlockQ8K>,
@@ -460,6 +465,7 @@ static SCALAR: Kernels = Kernels {
     q4kx16: None,
     q5_0x16: None,
     q8_0x16: None,
+    q5_0x16_wide: None,
     q6kx16: None,
     q4k_rows_by_64: scalar::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: scalar::dot_q4k_q8k_rows_by_64_x4,
@@ -508,8 +514,9 @@ static AVX2: Kernels = Kernels {
     q4_0_rows: avx2::dot_q4_0_q8_0_rows,
     q4_0x16: None,
     q4kx16: None,
-    q5_0x16: None,
+    q5_0x16: Some(interleaved::dot_q5_0x16_avx2),
     q8_0x16: None,
+    q5_0x16_wide: Some((interleaved::widen_q5_0x16_avx2, interleaved::dot_wide_q5_0x16_avx2)),
     q6kx16: None,
     q4k_rows_by_64: avx2::dot_q4k_q8k_rows_by_64,
     q4k_rows_by_64_x4: avx2::dot_q4k_q8k_rows_by_64_x4,
@@ -568,6 +575,7 @@ static AVX512VNNI: Kernels = Kernels {
     q4kx16: Some(interleaved::dot_q4kx16_q8k),
     q5_0x16: Some(interleaved::dot_lanes_x16::<BlockQ5_0x16>),
     q8_0x16: Some(interleaved::dot_lanes_x16::<BlockQ8_0x16>),
+    q5_0x16_wide: None,
     q6kx16: Some(interleaved::dot_q6kx16_q8k),
     q5_0_4x4: Some(vnni::vec_dot_q5_0_q8_0_4x4),
     q8_0_4x4: Some(vnni::vec_dot_q8_0_q8_0_4x4),

@@ -811,6 +811,43 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                         }
                     }
                 }
+                // AVX2's Q5_0 kernels on the same blocks: directly, and widened (checked against the
+                // scalar widening first).
+                #[cfg(target_arch = "x86_64")]
+                if dtype == DType::Q5_0 && avx2_available() {
+                    let (mut starts, mut d) = (Vec::new(), Vec::new());
+                    interleaved::lane_starts(q, 16, &mut starts, &mut d);
+                    let x = interleaved::QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
+                    let packed: &[BlockQ5_0x16] = bytemuck::cast_slice(&packed_bytes);
+                    let mut wide = Vec::new();
+                    unsafe { interleaved::widen_q5_0x16_avx2(packed, &mut wide) };
+                    let scalar_wide: Vec<WideQ5_0x16> = packed.iter().map(WideQ5_0x16::widen).collect();
+                    assert_eq!(bytemuck::cast_slice::<_, u8>(&wide), bytemuck::cast_slice::<_, u8>(&scalar_wide), "n={n}: AVX2 widening");
+                    for range in [1..tokens, 0..tokens] {
+                        for (kernel, mut out) in
+                            [("direct", vec![[f32::NAN; 16]; range.len()]), ("widened", vec![[f32::NAN; 16]; range.len()])]
+                        {
+                            unsafe {
+                                if kernel == "direct" {
+                                    interleaved::dot_q5_0x16_avx2(packed, &x, range.clone(), &mut out, &packed_bytes);
+                                } else {
+                                    interleaved::dot_wide_q5_0x16_avx2(&wide, &x, range.clone(), &mut out, &packed_bytes);
+                                }
+                            }
+                            for (i, o) in out.iter().enumerate() {
+                                let t = range.start + i;
+                                for (r, v) in o.iter().enumerate() {
+                                    assert_eq!(
+                                        v.to_bits(),
+                                        want[t][r].to_bits(),
+                                        "Q5_0 n={n} AVX2 {kernel} {range:?}: row {r} token {t}: {v} vs {}",
+                                        want[t][r]
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
                 #[cfg(target_arch = "x86_64")]
                 if super::vnni::available() {
                     let (mut starts, mut d) = (Vec::new(), Vec::new());
