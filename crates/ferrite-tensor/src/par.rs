@@ -10,8 +10,11 @@
 //! operating system runs it again, which can take milliseconds — longer than a whole decode step's
 //! matrix product. So each call measures how long the caller waited with nothing left to claim, and
 //! when that wait is long — absolutely, against the caller's own tasks (a helper finishing its last
-//! task keeps the caller waiting up to one task's time) and against the call's — the following
-//! [`SOLO_CALLS`] calls run on the caller alone before helpers are tried again. With a busy
+//! task keeps the caller waiting up to one task's time) and against the call's — in
+//! [`LATE_TO_GO_SOLO`] of the last [`HISTORY`] calls, the following [`SOLO_CALLS`] calls run on the
+//! caller alone before helpers are tried again. (A single late call does not count: in a server, the
+//! network threads and a client on the same machine preempt a helper now and then, and going solo on
+//! each such call cost `ferrite serve` on two cores 40% of its throughput under load.) With a busy
 //! neighbour on one of two cores, decoding then runs at least at its one-thread speed instead of
 //! collapsing; without one, waits stay at a task's length and every call uses every thread.
 
@@ -24,14 +27,23 @@ use std::time::{Duration, Instant};
 /// when helpers are late again soon after the last solo spell, so a lasting neighbour costs few probes.
 pub const SOLO_CALLS: u32 = 512;
 const MAX_SOLO_CALLS: u32 = 16 * SOLO_CALLS;
-/// A wait for helpers at least this long (and twice a task, and a quarter of the call) sends the next
-/// calls solo.
+/// A wait for helpers at least this long (and twice a task, and a quarter of the call) makes a call
+/// late.
 const LONG_WAIT: Duration = Duration::from_micros(250);
+/// Late calls among the last [`HISTORY`] that send the next calls solo. One late call is not enough:
+/// a helper preempted once in a while (a server's network threads, a client on the same machine)
+/// costs one wait, while going solo costs the helper's core for hundreds of calls.
+const LATE_TO_GO_SOLO: u32 = 4;
+const HISTORY: u32 = 16;
 
 static SOLO_LEFT: AtomicU32 = AtomicU32::new(0);
 static SOLO_LENGTH: AtomicU32 = AtomicU32::new(SOLO_CALLS);
 static PARALLEL_SINCE_SPELL: AtomicU32 = AtomicU32::new(0);
 static SOLO_SPELLS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// This caller's last [`HISTORY`] parallel calls, a bit each (set: late), the newest in bit 0.
+    static LATE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 /// How many times helpers were found late and the loops went solo (for benchmarks and tests).
 pub fn solo_spells() -> usize {
@@ -139,7 +151,11 @@ fn go_solo() -> bool {
 /// caller's own tasks took on average (a helper busy with its last task keeps it waiting about that
 /// long); `total`: the call.
 fn observe(waited: Duration, task: Duration, total: Duration) {
-    if waited >= LONG_WAIT && waited >= 2 * task && waited * 4 >= total {
+    let late = waited >= LONG_WAIT && waited >= 2 * task && waited * 4 >= total;
+    let history = LATE.get() << 1 & ((1 << HISTORY) - 1) | late as u32;
+    LATE.set(history);
+    if late && history.count_ones() >= LATE_TO_GO_SOLO {
+        LATE.set(0);
         // Late again within a couple of spells' worth of parallel calls: the neighbour is still there.
         let recent = PARALLEL_SINCE_SPELL.swap(0, Ordering::Relaxed) < 2 * SOLO_CALLS;
         let length = if recent { (SOLO_LENGTH.load(Ordering::Relaxed) * 2).min(MAX_SOLO_CALLS) } else { SOLO_CALLS };
@@ -185,30 +201,40 @@ mod tests {
         assert_eq!(count.load(Ordering::Relaxed), 64);
     }
 
-    /// A helper stuck inside a task (standing in for one descheduled by a busy neighbour) makes the
-    /// caller wait; the next calls then run on the caller alone, without waiting for anyone.
+    /// Helpers stuck inside a task (standing in for ones descheduled by a busy neighbour) make the
+    /// caller wait. One such call leaves the next calls parallel; [`LATE_TO_GO_SOLO`] of them send the
+    /// next calls to the caller alone, without waiting for anyone.
     #[test]
-    fn a_long_wait_sends_the_next_calls_solo() {
+    fn repeated_long_waits_send_the_next_calls_solo() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        let stalled = AtomicBool::new(false);
-        pool.install(|| {
+        // One call whose helper takes 20 ms over its task while the caller's takes 2 ms (time for the
+        // helper to claim the other task): whether the helper did stall.
+        let stall = || {
+            let stalled = AtomicBool::new(false);
             let caller = std::thread::current().id();
             for_each(2, |_| {
-                // The caller's task takes 2 ms, time for the helper to claim the other, which takes
-                // 20 ms: the caller runs out of tasks and waits.
                 if std::thread::current().id() == caller {
                     std::thread::sleep(Duration::from_millis(2));
                 } else if !stalled.swap(true, Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-            })
+            });
+            stalled.load(Ordering::Relaxed)
+        };
+        // All the calls from one thread of the pool (the history of late calls is the caller's).
+        let measured = pool.install(|| {
+            if !stall() {
+                return false;
+            }
+            assert_eq!(SOLO_LEFT.load(Ordering::Relaxed), 0, "a single 20 ms wait sent calls solo");
+            (1..LATE_TO_GO_SOLO).all(|_| stall())
         });
-        if !stalled.load(Ordering::Relaxed) {
+        if !measured {
             // The caller took both tasks before the helper woke: nothing was measured.
-            println!("a_long_wait_sends_the_next_calls_solo: helper never ran a task, skipped");
+            println!("repeated_long_waits_send_the_next_calls_solo: helper never ran a task, skipped");
             return;
         }
-        assert!(SOLO_LEFT.load(Ordering::Relaxed) > 0, "a 20 ms wait did not send calls solo");
+        assert!(SOLO_LEFT.load(Ordering::Relaxed) > 0, "repeated 20 ms waits did not send calls solo");
         let caller_only = AtomicBool::new(true);
         pool.install(|| {
             let me = std::thread::current().id();
