@@ -33,7 +33,7 @@ const LONG_WAIT: Duration = Duration::from_micros(250);
 /// Late calls among the last [`HISTORY`] that send the next calls solo. One late call is not enough:
 /// a helper preempted once in a while (a server's network threads, a client on the same machine)
 /// costs one wait, while going solo costs the helper's core for hundreds of calls.
-const LATE_TO_GO_SOLO: u32 = 4;
+const LATE_TO_GO_SOLO: u32 = 8;
 const HISTORY: u32 = 16;
 
 static SOLO_LEFT: AtomicU32 = AtomicU32::new(0);
