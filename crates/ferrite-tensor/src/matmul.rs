@@ -505,7 +505,7 @@ fn interleaved_product(kernels: &quant::Kernels, w: &QMatrix, packed: &Interleav
 
 /// [`interleaved_product`] for the formats that keep `vec_dot`'s lanes.
 #[allow(clippy::too_many_arguments)]
-fn lanes_product<B: bytemuck::Pod + Sync, W: LanesX16 + bytemuck::Pod + Send + Sync>(
+fn lanes_product<B: LanesX16 + bytemuck::Pod + Sync, W: bytemuck::Pod + Send + Sync>(
     dot: quant::DotLanesX16<W>,
     blocks: &[B],
     nb: usize,
@@ -519,9 +519,10 @@ fn lanes_product<B: bytemuck::Pod + Sync, W: LanesX16 + bytemuck::Pod + Send + S
     let dot = dot.expect(EXPECT);
     let q: &[BlockQ8_0] = bytemuck::cast_slice(xq);
     let (mut starts, mut d) = (Vec::new(), Vec::new());
-    lane_starts(q, W::OFFSET, &mut starts, &mut d);
+    // The stored format's offset, which a prepared (widened) tile keeps.
+    lane_starts(q, B::OFFSET, &mut starts, &mut d);
     let x = QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
-    // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for W.
+    // SAFETY: the kernel set has this kernel only where the CPU has its features; starts were made for B.
     groups_in_parallel(blocks, nb, rows, orders, MOST_TOKENS, y, prepare, |g, tokens, _, out, ahead| unsafe {
         dot(g, &x, tokens, out, ahead)
     });

@@ -289,7 +289,7 @@ pub struct WideQ5_0x16 {
 }
 
 impl WideQ5_0x16 {
-    /// The scalar widening (the AVX-512 one's twin).
+    /// The scalar widening (the AVX2 one's twin: [`super::interleaved::widen_q5_0x16_avx2`]).
     pub fn widen(b: &BlockQ5_0x16) -> Self {
         let mut out = WideQ5_0x16 { d: b.d, qs: [0; 512] };
         for r in 0..INTERLEAVED_ROWS {

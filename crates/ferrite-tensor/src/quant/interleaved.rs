@@ -428,26 +428,6 @@ impl LanesX16 for BlockQ5_0x16 {
     }
 }
 
-impl LanesX16 for WideQ5_0x16 {
-    const OFFSET: i32 = 16;
-
-    fn scales(&self) -> [half::f16; 16] {
-        self.d
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[inline]
-    unsafe fn unpack(&self) -> [__m512i; 8] {
-        let mut w = [_mm512_setzero_si512(); 8];
-        for (l, w) in w.iter_mut().enumerate() {
-            // SAFETY: qs is 512 bytes, read in place; widened already.
-            *w = unsafe { _mm512_loadu_si512(self.qs.as_ptr().add(64 * l).cast()) };
-        }
-        w
-    }
-}
-
 /// Most tokens one pass of a [`LanesX16`] kernel serves: eight accumulators each, besides the eight
 /// weight registers. (Measured: three tokens a pass with the weights reloaded per lane, or `Q5_0`
 /// unpacked once per run into a buffer, were both slower.)
@@ -800,6 +780,42 @@ unsafe fn lanes_half<W>(
     hsum_lanes8(acc)
 }
 
+/// Every token of `tokens` against both halves of the sixteen rows of `w`, `lane(b, h, l)` giving lane
+/// `l` of half `h` of block `b` and `scales(b)` its sixteen scales: the two AVX2 `Q5_0` kernels' body.
+///
+/// # Safety
+/// AVX2, FMA, F16C.
+///
+/// # Panics
+/// As [`dot_q4_0x16_q8_0`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn halves_x16<W>(
+    w: &[W],
+    scales: impl Fn(&W) -> [half::f16; 16],
+    lane: impl Fn(&W, usize, usize) -> __m256i,
+    x: &QuantizedLanes,
+    tokens: std::ops::Range<usize>,
+    out: &mut [[f32; 16]],
+    ahead: &[u8],
+) {
+    let nb = x.blocks;
+    assert_eq!(w.len(), nb, "interleaved blocks");
+    assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
+    assert_eq!(out.len(), tokens.len(), "outputs");
+    let passes = 2 * out.len();
+    for (i, o) in out.iter_mut().enumerate() {
+        for h in 0..2 {
+            let pf = Prefetch::pass(ahead, passes, 2 * i + h, nb);
+            // SAFETY: the asserts above keep token tokens.start + i's blocks inside x.
+            let v = unsafe { lanes_half(w, &scales, |b, l| lane(b, h, l), x, tokens.start + i, h, pf) };
+            // SAFETY: 8 floats at 8·h of 16.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v) };
+        }
+    }
+}
+
 /// [`dot_lanes_x16`] for `Q5_0` on AVX2: sixteen interleaved rows against the activation rows `tokens`,
 /// bit-identical to [`super::scalar::vec_dot_q5_0_q8_0`] per row. Each token and half unpacks the
 /// weights again, so runs of more than one token are better served widened ([`widen_q5_0x16_avx2`],
@@ -819,20 +835,8 @@ pub unsafe fn dot_q5_0x16_avx2(
     out: &mut [[f32; 16]],
     ahead: &[u8],
 ) {
-    let nb = x.blocks;
-    assert_eq!(w.len(), nb, "interleaved blocks");
-    assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
-    assert_eq!(out.len(), tokens.len(), "outputs");
-    let passes = 2 * out.len();
-    for (i, o) in out.iter_mut().enumerate() {
-        for h in 0..2 {
-            let pf = Prefetch::pass(ahead, passes, 2 * i + h, nb);
-            // SAFETY: the asserts above keep token tokens.start + i's blocks inside x.
-            let v = unsafe { lanes_half(w, |b| b.d, |b, l| q5_0_half_lane(b, h, l), x, tokens.start + i, h, pf) };
-            // SAFETY: 8 floats at 8·h of 16.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v) };
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { halves_x16(w, |b| b.d, |b, h, l| q5_0_half_lane(b, h, l), x, tokens, out, ahead) }
 }
 
 /// `src` widened ([`WideQ5_0x16`]) into `dst`, which it replaces; bit-identical to
@@ -880,20 +884,8 @@ pub unsafe fn dot_wide_q5_0x16_avx2(
     out: &mut [[f32; 16]],
     ahead: &[u8],
 ) {
-    let nb = x.blocks;
-    assert_eq!(w.len(), nb, "interleaved blocks");
-    assert!(tokens.end * nb <= x.q.len() && tokens.end * nb <= x.starts.len() && tokens.end * nb <= x.d.len(), "token range");
-    assert_eq!(out.len(), tokens.len(), "outputs");
-    let passes = 2 * out.len();
-    for (i, o) in out.iter_mut().enumerate() {
-        for h in 0..2 {
-            let pf = Prefetch::pass(ahead, passes, 2 * i + h, nb);
-            // SAFETY: 32 bytes at 64·l + 32·h of 512, read in place.
-            let lane = |b: &WideQ5_0x16, l: usize| unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(64 * l + 32 * h).cast()) };
-            // SAFETY: as in dot_q5_0x16_avx2.
-            let v = unsafe { lanes_half(w, |b| b.d, lane, x, tokens.start + i, h, pf) };
-            // SAFETY: 8 floats at 8·h of 16.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v) };
-        }
-    }
+    // SAFETY: 32 bytes at 64·l + 32·h of 512 (l < 8, h < 2), read in place.
+    let lane = |b: &WideQ5_0x16, h: usize, l: usize| unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(64 * l + 32 * h).cast()) };
+    // SAFETY: the caller's contract.
+    unsafe { halves_x16(w, |b| b.d, lane, x, tokens, out, ahead) }
 }

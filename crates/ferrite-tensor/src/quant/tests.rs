@@ -811,49 +811,47 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                         }
                     }
                 }
+                // The interleaved kernels' activations, and a check of their outputs for a range of tokens.
+                #[cfg(target_arch = "x86_64")]
+                let (mut starts, mut d) = (Vec::new(), Vec::new());
+                #[cfg(target_arch = "x86_64")]
+                interleaved::lane_starts(q, if dtype == DType::Q5_0 { 16 } else { 128 }, &mut starts, &mut d);
+                #[cfg(target_arch = "x86_64")]
+                let x = interleaved::QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
+                #[cfg(target_arch = "x86_64")]
+                let check = |out: &[[f32; 16]], range: &std::ops::Range<usize>, kernel: &str| {
+                    for (i, o) in out.iter().enumerate() {
+                        let t = range.start + i;
+                        for (r, v) in o.iter().enumerate() {
+                            assert_eq!(
+                                v.to_bits(),
+                                want[t][r].to_bits(),
+                                "{dtype} n={n} {kernel} {range:?}: row {r} token {t}: {v} vs {}",
+                                want[t][r]
+                            );
+                        }
+                    }
+                };
                 // AVX2's Q5_0 kernels on the same blocks: directly, and widened (checked against the
                 // scalar widening first).
                 #[cfg(target_arch = "x86_64")]
                 if dtype == DType::Q5_0 && avx2_available() {
-                    let (mut starts, mut d) = (Vec::new(), Vec::new());
-                    interleaved::lane_starts(q, 16, &mut starts, &mut d);
-                    let x = interleaved::QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
                     let packed: &[BlockQ5_0x16] = bytemuck::cast_slice(&packed_bytes);
                     let mut wide = Vec::new();
                     unsafe { interleaved::widen_q5_0x16_avx2(packed, &mut wide) };
                     let scalar_wide: Vec<WideQ5_0x16> = packed.iter().map(WideQ5_0x16::widen).collect();
                     assert_eq!(bytemuck::cast_slice::<_, u8>(&wide), bytemuck::cast_slice::<_, u8>(&scalar_wide), "n={n}: AVX2 widening");
                     for range in [1..tokens, 0..tokens] {
-                        for (kernel, mut out) in
-                            [("direct", vec![[f32::NAN; 16]; range.len()]), ("widened", vec![[f32::NAN; 16]; range.len()])]
-                        {
-                            unsafe {
-                                if kernel == "direct" {
-                                    interleaved::dot_q5_0x16_avx2(packed, &x, range.clone(), &mut out, &packed_bytes);
-                                } else {
-                                    interleaved::dot_wide_q5_0x16_avx2(&wide, &x, range.clone(), &mut out, &packed_bytes);
-                                }
-                            }
-                            for (i, o) in out.iter().enumerate() {
-                                let t = range.start + i;
-                                for (r, v) in o.iter().enumerate() {
-                                    assert_eq!(
-                                        v.to_bits(),
-                                        want[t][r].to_bits(),
-                                        "Q5_0 n={n} AVX2 {kernel} {range:?}: row {r} token {t}: {v} vs {}",
-                                        want[t][r]
-                                    );
-                                }
-                            }
-                        }
+                        let mut out = vec![[f32::NAN; 16]; range.len()];
+                        unsafe { interleaved::dot_q5_0x16_avx2(packed, &x, range.clone(), &mut out, &packed_bytes) };
+                        check(&out, &range, "AVX2 direct");
+                        let mut out = vec![[f32::NAN; 16]; range.len()];
+                        unsafe { interleaved::dot_wide_q5_0x16_avx2(&wide, &x, range.clone(), &mut out, &packed_bytes) };
+                        check(&out, &range, "AVX2 widened");
                     }
                 }
                 #[cfg(target_arch = "x86_64")]
                 if super::vnni::available() {
-                    let (mut starts, mut d) = (Vec::new(), Vec::new());
-                    let offset = if dtype == DType::Q5_0 { 16 } else { 128 };
-                    interleaved::lane_starts(q, offset, &mut starts, &mut d);
-                    let x = interleaved::QuantizedLanes { q, starts: &starts, d: &d, blocks: nb };
                     for range in [1..tokens, 0..tokens] {
                         let mut out = vec![[f32::NAN; 16]; range.len()];
                         unsafe {
@@ -875,17 +873,7 @@ fn interleaved_lanes_kernels_match_vec_dot_bit_for_bit() {
                                 );
                             }
                         }
-                        for (i, o) in out.iter().enumerate() {
-                            let t = range.start + i;
-                            for (r, v) in o.iter().enumerate() {
-                                assert_eq!(
-                                    v.to_bits(),
-                                    want[t][r].to_bits(),
-                                    "{dtype} n={n} {range:?}: row {r} token {t}: {v} vs {}",
-                                    want[t][r]
-                                );
-                            }
-                        }
+                        check(&out, &range, "avx512vnni");
                     }
                 }
             }
